@@ -1,0 +1,3 @@
+//! item-api: placeholder until the API lands.
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,2 @@
+//! hanko-dev library: placeholder.
+#![forbid(unsafe_code)]

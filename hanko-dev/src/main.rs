@@ -1,0 +1,3 @@
+//! hanko-dev: placeholder.
+#![forbid(unsafe_code)]
+fn main() {}

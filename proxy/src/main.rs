@@ -1,0 +1,3 @@
+//! edge-proxy: placeholder until the proxy lands.
+#![forbid(unsafe_code)]
+fn main() {}
