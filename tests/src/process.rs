@@ -22,7 +22,9 @@ const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// read back a port chosen by the kernel.
 pub fn free_loopback_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 must work");
-    listener.local_addr().expect("a bound listener has an address")
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
 }
 
 /// Returns the path of a workspace binary built in the same profile as the
@@ -144,7 +146,9 @@ impl ChildProcess {
                 }
             }
             if Instant::now() > deadline {
-                self.fail(&format!("{url} did not answer 200 within {STARTUP_DEADLINE:?}"));
+                self.fail(&format!(
+                    "{url} did not answer 200 within {STARTUP_DEADLINE:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
