@@ -1,0 +1,179 @@
+//! Database access: the connection pool and the per-request transaction
+//! that carries the caller's identity into PostgreSQL.
+//!
+//! Each request runs in one transaction that first sets `role` and
+//! `request.jwt.claims` with `set_config(..., true)`, so both end with the
+//! transaction and a pooled connection always returns without them. Nothing
+//! here sets anything at session level.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::config::Config;
+use crate::identity::Identity;
+
+/// The pool of `authenticator` connections, with a count of requests
+/// waiting for one.
+#[derive(Clone, Debug)]
+pub struct Database {
+    pool: PgPool,
+    waiting: Arc<AtomicU64>,
+}
+
+/// Counts one waiting request for as long as it lives, so a request that is
+/// cancelled while waiting is uncounted too.
+struct WaitingGuard<'a>(&'a AtomicU64);
+
+impl Database {
+    /// Creates a pool that connects on first use, so the server starts (and
+    /// `/readyz` reports 503) while the database is still down.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the URL cannot be parsed.
+    pub fn connect_lazy(config: &Config) -> Result<Self, sqlx::Error> {
+        let options =
+            PgConnectOptions::from_str(config.database_url.expose())?.application_name("item-api");
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            waiting: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Number of requests currently waiting for a pooled connection.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Number of pooled connections lent out to requests right now.
+    pub fn in_use(&self) -> u64 {
+        let size = u64::from(self.pool.size());
+        let idle = u64::try_from(self.pool.num_idle()).unwrap_or(u64::MAX);
+        size.saturating_sub(idle)
+    }
+
+    /// Begins a transaction acting as `identity`: role `authenticated` and
+    /// `request.jwt.claims` set to `{"sub", "role", "email"?}`, both local to
+    /// the transaction. Dropping the transaction without committing rolls
+    /// it back, which also clears both settings.
+    ///
+    /// # Errors
+    ///
+    /// Returns the database error when no connection is available in time or
+    /// a statement fails.
+    pub async fn begin_as(
+        &self,
+        identity: &Identity,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut transaction = {
+            let _waiting = WaitingGuard::new(&self.waiting);
+            self.pool.begin().await?
+        };
+
+        sqlx::query(
+            "select set_config('role', 'authenticated', true), \
+                    set_config('request.jwt.claims', $1, true)",
+        )
+        .bind(claims_json(identity))
+        .execute(&mut *transaction)
+        .await?;
+
+        Ok(transaction)
+    }
+
+    /// Checks that a connection can be made and used.
+    ///
+    /// # Errors
+    ///
+    /// Returns the database error when the check fails.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        let _waiting = WaitingGuard::new(&self.waiting);
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+impl<'a> WaitingGuard<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Builds the `request.jwt.claims` value in the shape PostgREST uses, so
+/// the same policies work behind either.
+pub fn claims_json(identity: &Identity) -> String {
+    let mut claims = serde_json::json!({
+        "sub": identity.user_id,
+        "role": "authenticated",
+    });
+    if let Some(email) = &identity.email {
+        claims["email"] = serde_json::Value::String(email.clone());
+    }
+    claims.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_carry_sub_and_role() {
+        let identity = Identity {
+            user_id: "user-1".into(),
+            email: None,
+        };
+        let claims: serde_json::Value =
+            serde_json::from_str(&claims_json(&identity)).expect("valid JSON");
+        assert_eq!(
+            claims,
+            serde_json::json!({"sub": "user-1", "role": "authenticated"})
+        );
+    }
+
+    #[test]
+    fn claims_carry_email_when_forwarded() {
+        let identity = Identity {
+            user_id: "user-1".into(),
+            email: Some("ada@example.com".into()),
+        };
+        let claims: serde_json::Value =
+            serde_json::from_str(&claims_json(&identity)).expect("valid JSON");
+        assert_eq!(claims["email"], "ada@example.com");
+    }
+
+    #[test]
+    fn claims_escape_quotes_in_user_id() {
+        let identity = Identity {
+            user_id: "a\"b".into(),
+            email: None,
+        };
+        let claims: serde_json::Value =
+            serde_json::from_str(&claims_json(&identity)).expect("valid JSON");
+        assert_eq!(claims["sub"], "a\"b");
+    }
+}

@@ -1,0 +1,215 @@
+//! Request errors and their `application/problem+json` bodies (RFC 9457).
+//!
+//! One `match` in [`ApiError::status`] decides each status code. Database
+//! and internal errors are logged once here and answered with a generic
+//! sentence: no database text ever reaches a client.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A request that could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The user-id or email header is missing or unusable.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// No item with this id is visible to the caller.
+    #[error("Item {0} was not found.")]
+    ItemNotFound(i64),
+    /// No route matches the path.
+    #[error("No resource exists at this path.")]
+    RouteNotFound,
+    /// The route exists but not for this method.
+    #[error("This method is not allowed on this path.")]
+    MethodNotAllowed,
+    /// The body is not JSON at all, or not UTF-8.
+    #[error("{0}")]
+    MalformedBody(String),
+    /// The Content-Type is not `application/json`.
+    #[error("The request body must be sent with Content-Type: application/json.")]
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit.
+    #[error("The request body is larger than the server accepts.")]
+    PayloadTooLarge,
+    /// Well-formed input with invalid values.
+    #[error("{detail}")]
+    Validation {
+        /// A plain sentence summarising the problem.
+        detail: String,
+        /// Each bad field with its own sentence.
+        errors: Vec<FieldError>,
+    },
+    /// The database could not be reached in time.
+    #[error("The database is unavailable.")]
+    DatabaseUnavailable(#[source] sqlx::Error),
+    /// Any other database failure.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// Name of the field, query parameter or path parameter; `body` for the
+    /// body as a whole.
+    pub field: String,
+    /// What is wrong with it, as a sentence.
+    pub detail: String,
+}
+
+/// The error body sent to clients.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Short summary of the status, such as "Not Found".
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, as a plain sentence.
+    pub detail: String,
+    /// The invalid fields; present on 422 only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+impl FieldError {
+    /// Creates a field error.
+    pub fn new(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl ApiError {
+    /// Creates a 422 error from a list of bad fields.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [single] => format!("Field `{}` is invalid: {}", single.field, single.detail),
+            _ => format!(
+                "{} fields are invalid; see `errors` for each one.",
+                errors.len()
+            ),
+        };
+        Self::Validation { detail, errors }
+    }
+
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::ItemNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn detail(&self) -> String {
+        match self {
+            Self::DatabaseUnavailable(_) => {
+                "The database is unavailable; retry the request later.".into()
+            }
+            Self::Database(_) => "The server failed to process the request.".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    /// Sorts a database error into unavailable (503), a constraint the
+    /// input violated (422) or an internal failure (500).
+    ///
+    /// The 422 case is a safety net: handlers validate input first, so it
+    /// only fires when the Rust checks and the SQL constraints disagree.
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::DatabaseUnavailable(error),
+            sqlx::Error::Database(database_error) => {
+                match constraint_violation(database_error.as_ref()) {
+                    Some(field_error) => {
+                        tracing::warn!(
+                            code = ?database_error.code(),
+                            constraint = ?database_error.constraint(),
+                            "input passed validation but violated a database constraint"
+                        );
+                        Self::validation(vec![field_error])
+                    }
+                    None => Self::Database(error),
+                }
+            }
+            _ => Self::Database(error),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Self::Database(error) => tracing::error!(error = %error, "database error"),
+            Self::DatabaseUnavailable(error) => {
+                tracing::error!(error = %error, "database unavailable");
+            }
+            _ => {}
+        }
+
+        let errors = match &self {
+            Self::Validation { errors, .. } => Some(errors.clone()),
+            _ => None,
+        };
+        let problem = Problem {
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.detail(),
+            errors,
+        };
+
+        let mut response = (status, Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 section 11.6.1: a 401 carries a challenge. The token
+            // itself is checked by edge-proxy in front of this service.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"item-api\""),
+            );
+        }
+        response
+    }
+}
+
+/// Maps an integrity or data error to the field it concerns, or `None`
+/// when the error is not caused by the request's values.
+fn constraint_violation(error: &dyn sqlx::error::DatabaseError) -> Option<FieldError> {
+    // SQLSTATE classes 22 (data exception) and 23 (integrity constraint
+    // violation), limited to the codes that client values can cause.
+    const INPUT_CODES: [&str; 6] = ["23502", "23505", "23514", "22001", "22021", "22P05"];
+    let code = error.code()?;
+    if !INPUT_CODES.contains(&code.as_ref()) {
+        return None;
+    }
+
+    let field = match error.constraint() {
+        Some(name) if name.contains("title") => "title",
+        Some(name) if name.contains("description") => "description",
+        _ => "body",
+    };
+    Some(FieldError::new(
+        field,
+        "The value is not allowed by the database's rules for this field.",
+    ))
+}

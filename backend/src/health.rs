@@ -1,0 +1,44 @@
+//! Health endpoints: `/healthz` says the process serves HTTP, `/readyz`
+//! says the database is reachable too.
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Returns 200 while the process is serving.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process is serving"))
+)]
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Returns 200 when a pooled connection answers a query, else 503.
+///
+/// # Errors
+///
+/// Returns [`ApiError::DatabaseUnavailable`] (503) whatever the database
+/// error, because readiness is about reachability, not about the cause.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The database is reachable"),
+        (status = 503, description = "The database is unreachable", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state
+        .database()
+        .ping()
+        .await
+        .map_err(ApiError::DatabaseUnavailable)?;
+    Ok(Json(json!({"status": "ready"})))
+}

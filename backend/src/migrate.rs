@@ -1,0 +1,43 @@
+//! `item-api migrate`: applies the SQL migrations embedded from `sql/`.
+//!
+//! sqlx records applied migrations in `_sqlx_migrations` and holds an
+//! advisory lock while it runs, so running it again, or from two processes
+//! at once against one database, applies each migration once.
+
+use std::str::FromStr as _;
+
+use anyhow::Context as _;
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+
+use crate::config::DatabaseUrl;
+
+/// The migrations in `sql/`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");
+
+/// Connects to `url` and applies every pending migration.
+///
+/// # Errors
+///
+/// Returns an error when the URL is invalid, the connection fails or a
+/// migration fails; the URL itself is never part of the message.
+pub async fn run(url: &DatabaseUrl) -> anyhow::Result<()> {
+    let options = PgConnectOptions::from_str(url.expose())
+        .context("parsing --database-url (value hidden because it may contain a password)")?
+        .application_name("item-api migrate");
+    let mut connection = PgConnection::connect_with(&options)
+        .await
+        .context("connecting to the database given by --database-url")?;
+
+    tracing::info!(migrations = MIGRATOR.iter().count(), "applying migrations");
+    MIGRATOR
+        .run(&mut connection)
+        .await
+        .context("applying migrations")?;
+    connection
+        .close()
+        .await
+        .context("closing the migration connection")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
