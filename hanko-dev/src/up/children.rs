@@ -1,0 +1,205 @@
+//! Child processes of `hanko-dev up`: started in their own process group,
+//! their output printed line by line behind their name, polled until
+//! healthy, and stopped by PID.
+//!
+//! Each child gets its own process group so that a Ctrl-C at the terminal
+//! reaches only `up`, which then stops the children in order. Nothing here
+//! restarts a child that dies.
+
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+/// How long a child may take before its health endpoint returns 200.
+pub const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a child may take to exit after SIGTERM before it gets SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Width of the name column in front of each child's log line.
+const NAME_WIDTH: usize = 10;
+
+/// A signal name once SIGINT or SIGTERM has arrived, `None` before.
+pub type StopRequest = watch::Receiver<Option<&'static str>>;
+
+/// A running child whose output is forwarded with a name prefix.
+pub struct Supervised {
+    name: &'static str,
+    pid: u32,
+    child: Child,
+}
+
+impl Supervised {
+    /// Starts `command` as `name`, in a new process group, with stdin
+    /// closed and stdout and stderr forwarded line by line.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the program cannot be started.
+    pub fn spawn(name: &'static str, mut command: Command) -> Result<Self> {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            // Last resort if `up` itself unwinds without stopping it.
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name} ({command:?}) failed"))?;
+        let pid = child
+            .id()
+            .context("a child that was just spawned has a PID")?;
+        forward_output(name, &mut child);
+        say(&format!("started {name} (PID {pid})"));
+
+        Ok(Self { name, pid, child })
+    }
+
+    /// Returns the child's name as shown in front of its log lines.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Waits for the child to exit.
+    ///
+    /// # Errors
+    ///
+    /// Fails when waiting on the process fails.
+    pub async fn wait(&mut self) -> Result<ExitStatus> {
+        self.child
+            .wait()
+            .await
+            .with_context(|| format!("waiting for {} failed", self.name))
+    }
+
+    /// Polls `url` until it returns 200, the child exits, a stop is
+    /// requested, or [`HEALTH_DEADLINE`] passes.
+    ///
+    /// # Errors
+    ///
+    /// Fails in every case but a 200, naming the child and the URL.
+    pub async fn wait_healthy(&mut self, url: &str, stop: &StopRequest) -> Result<()> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("building the HTTP client for health checks failed")?;
+        let deadline = Instant::now() + HEALTH_DEADLINE;
+
+        loop {
+            if let Some(signal) = *stop.borrow() {
+                bail!("{signal} received while waiting for {}", self.name);
+            }
+            if let Some(status) = self.child.try_wait().context("checking a child failed")? {
+                bail!(
+                    "{} exited with {status} before {url} returned 200; its log is above",
+                    self.name
+                );
+            }
+            if let Ok(response) = client.get(url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                say(&format!("{} is healthy ({url})", self.name));
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} timed out: {url} did not return 200 within {} s; its log is above",
+                    self.name,
+                    HEALTH_DEADLINE.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the child: SIGTERM by PID, then SIGKILL after [`STOP_GRACE`].
+    pub async fn stop(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            say(&format!("{} had already exited ({status})", self.name));
+            return;
+        }
+
+        send_signal(self.pid, "TERM");
+        match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+            Ok(Ok(status)) => say(&format!(
+                "stopped {} (PID {}, {status})",
+                self.name, self.pid
+            )),
+            Ok(Err(error)) => say(&format!("waiting for {} failed: {error}", self.name)),
+            Err(_) => {
+                say(&format!(
+                    "{} (PID {}) still running {} s after SIGTERM; sending SIGKILL",
+                    self.name,
+                    self.pid,
+                    STOP_GRACE.as_secs()
+                ));
+                let _ = self.child.start_kill();
+                let _ = self.child.wait().await;
+            }
+        }
+    }
+}
+
+/// Prints one of `up`'s own messages, prefixed like the children's lines.
+pub fn say(message: &str) {
+    print_line("up", message);
+}
+
+/// Copies a finished command's output into the prefixed log, for commands
+/// run to completion rather than supervised.
+pub fn print_output(name: &str, output: &[u8]) {
+    for line in String::from_utf8_lossy(output).lines() {
+        print_line(name, line);
+    }
+}
+
+fn print_line(name: &str, line: &str) {
+    use std::io::Write as _;
+    // A closed stdout (say, piped into `head`) must not stop the stack.
+    let _ = writeln!(std::io::stdout().lock(), "{name:<NAME_WIDTH$} | {line}");
+}
+
+fn forward_output(name: &'static str, child: &mut Child) {
+    if let Some(stdout) = child.stdout.take() {
+        tokio::spawn(forward_lines(name, stdout));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_lines(name, stderr));
+    }
+}
+
+/// Forwards lines from `reader` until it closes; a pipe may outlive the
+/// direct child when it hands the pipe on (pg_ctl to postgres does).
+pub async fn forward_lines(name: &'static str, reader: impl AsyncRead + Unpin) {
+    let mut lines = BufReader::new(reader).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => print_line(name, &line),
+            Ok(None) => break,
+            // Invalid UTF-8 ends `lines`; note it rather than looping.
+            Err(error) => {
+                print_line(name, &format!("[output unreadable: {error}]"));
+                break;
+            }
+        }
+    }
+}
+
+/// Sends `signal` (such as `TERM`) to `pid` with the `kill` program.
+pub fn send_signal(pid: u32, signal: &str) {
+    let result = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Err(error) = result {
+        say(&format!("running `kill -{signal} {pid}` failed: {error}"));
+    }
+}
