@@ -6,4 +6,6 @@
 //! here listens on anything but 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod item_api;
+pub mod pg;
 pub mod process;

@@ -140,10 +140,10 @@ impl ChildProcess {
             if let Some(status) = self.try_status() {
                 self.fail(&format!("exited with {status} before {url} answered 200"));
             }
-            if let Ok(response) = client.get(url).send().await {
-                if response.status() == reqwest::StatusCode::OK {
-                    return;
-                }
+            if let Ok(response) = client.get(url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return;
             }
             if Instant::now() > deadline {
                 self.fail(&format!(

@@ -1,0 +1,252 @@
+//! item-api as operators run it: migrations repeated and run concurrently,
+//! readiness while the database is down, a pool of one connection shared
+//! by alternating users, and the request id in the access log.
+
+use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
+use hanko_edge_tests::pg::{PgCluster, TestDatabase, assert_migrate_succeeded, run_migrate};
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice-0001";
+const BOB: &str = "bob-0002";
+
+/// Number of migration files in sql/, which `_sqlx_migrations` must list.
+fn migration_count() -> i64 {
+    let sql_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    let count = std::fs::read_dir(&sql_dir)
+        .expect("sql/ exists")
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sql"))
+        .count();
+    i64::try_from(count).expect("a small count")
+}
+
+async fn applied_migrations(database: &TestDatabase) -> i64 {
+    let mut admin = database.admin().await;
+    sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(&mut admin)
+        .await
+        .expect("_sqlx_migrations exists")
+}
+
+#[tokio::test]
+async fn migrate_twice_is_idempotent() {
+    let database = PgCluster::shared().create_database().await;
+
+    for run in 1..=2 {
+        let output = run_migrate(&database.admin_url).await;
+        assert_migrate_succeeded(&output);
+        assert_eq!(
+            applied_migrations(&database).await,
+            migration_count(),
+            "after run {run}"
+        );
+    }
+
+    let mut admin = database.admin().await;
+    let table: Option<String> = sqlx::query_scalar("select to_regclass('api.items')::text")
+        .fetch_one(&mut admin)
+        .await
+        .expect("regclass query");
+    assert_eq!(table.as_deref(), Some("api.items"));
+}
+
+#[tokio::test]
+async fn concurrent_migrations_create_roles_once() {
+    // A private cluster, so the roles do not exist yet and four migrations
+    // race to create them.
+    let cluster = PgCluster::start();
+    let mut databases = Vec::new();
+    for _ in 0..4 {
+        databases.push(cluster.create_database().await);
+    }
+
+    let mut runs = tokio::task::JoinSet::new();
+    for database in &databases {
+        let url = database.admin_url.clone();
+        runs.spawn(async move { run_migrate(&url).await });
+    }
+    let outputs = runs.join_all().await;
+    for output in &outputs {
+        assert_migrate_succeeded(output);
+    }
+
+    for database in &databases {
+        assert_eq!(applied_migrations(database).await, migration_count());
+    }
+    let mut admin = databases[0].admin().await;
+    let roles: i64 = sqlx::query_scalar(
+        "select count(*) from pg_roles where rolname in ('authenticator', 'anon', 'authenticated')",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("roles query");
+    assert_eq!(roles, 3);
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_database_is_down() {
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            acquire_timeout_ms: Some(1_000),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+
+    let response = client.get(api.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    cluster.stop();
+
+    let response = client.get(api.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+
+    let response = client
+        .get(api.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let response = client
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("problem JSON");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(!detail.contains("Connection refused"), "{detail}");
+    assert!(!detail.contains("127.0.0.1"), "{detail}");
+}
+
+#[tokio::test]
+async fn pool_of_one_serves_alternating_users() {
+    let database = TestDatabase::new().await;
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            max_connections: Some(1),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+    let items_url = api.url("/api/v1/item/");
+
+    for round in 1..=3 {
+        for user in [ALICE, BOB] {
+            let response = client
+                .post(&items_url)
+                .header("X-User-Id", user)
+                .json(&json!({"title": format!("{user} {round}")}))
+                .send()
+                .await
+                .expect("create");
+            assert_eq!(response.status(), StatusCode::CREATED);
+
+            // A request that fails validation between two users' requests.
+            let response = client
+                .post(&items_url)
+                .header("X-User-Id", user)
+                .json(&json!({"title": ""}))
+                .send()
+                .await
+                .expect("invalid create");
+            assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+            let items: Vec<Value> = client
+                .get(&items_url)
+                .header("X-User-Id", user)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("list JSON");
+            assert_eq!(items.len(), round, "{user} in round {round}");
+            assert!(
+                items.iter().all(|item| item["owner_id"] == user),
+                "{user} sees {items:?}"
+            );
+        }
+    }
+
+    // The one pooled connection must be back to plain authenticator.
+    let mut admin = database.admin().await;
+    let states: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select usename::text, state from pg_stat_activity \
+         where datname = current_database() and application_name = 'item-api'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("pg_stat_activity");
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].0, "authenticator");
+    assert_eq!(states[0].1.as_deref(), Some("idle"));
+}
+
+#[tokio::test]
+async fn access_log_carries_request_id() {
+    let database = TestDatabase::new().await;
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            global_args: vec!["--log-format".into(), "json".into()],
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+
+    let response = client
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .header("X-Request-Id", "req-4711-abc")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["x-request-id"], "req-4711-abc");
+
+    let response = client
+        .get(api.url("/api/v1/item/"))
+        .send()
+        .await
+        .expect("list without user");
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+
+    // The log is written as the response is sent; poll briefly for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let access_line = loop {
+        let log = api.log();
+        let found = log
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["request_id"] == "req-4711-abc" && line["status"] == 200);
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no JSON access line with the request id in:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(access_line["method"], "GET");
+    assert_eq!(access_line["path"], "/api/v1/item/");
+    assert_eq!(access_line["user"], ALICE);
+    assert!(access_line["duration_ms"].is_number(), "{access_line}");
+}
