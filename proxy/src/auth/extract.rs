@@ -1,0 +1,255 @@
+//! Finding the token in a request: the `Authorization: Bearer` header, else
+//! the session cookie.
+//!
+//! When an `Authorization` header is present it alone decides, as Hanko's own
+//! middleware does: a non-Bearer scheme means "no token" even if a cookie is
+//! sent. Two `Authorization` headers are ambiguous and rejected, since a
+//! front server and the proxy could each read a different one. Nothing here
+//! verifies or logs the token.
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE};
+
+/// Where a token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// The session cookie.
+    Cookie,
+}
+
+impl TokenSource {
+    /// Returns the name used in the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Cookie => "cookie",
+        }
+    }
+}
+
+/// What the request carries.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Extracted<'a> {
+    /// No token: no `Authorization` header and no session cookie, or an
+    /// `Authorization` header with another scheme than Bearer.
+    None,
+    /// A token candidate, not yet verified.
+    Token(&'a str, TokenSource),
+    /// A Bearer header or session cookie whose value cannot be a token
+    /// (empty, or not valid UTF-8).
+    Malformed(TokenSource),
+    /// More than one `Authorization` header.
+    Ambiguous,
+}
+
+/// Finds the token in `headers`, reading the cookie named `cookie_name` only
+/// when no `Authorization` header is present.
+pub fn extract<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Extracted<'a> {
+    let mut authorization = headers.get_all(AUTHORIZATION).iter();
+    if let Some(value) = authorization.next() {
+        if authorization.next().is_some() {
+            return Extracted::Ambiguous;
+        }
+        return from_authorization(value.as_bytes());
+    }
+
+    for header in headers.get_all(COOKIE) {
+        if let Some(value) = find_cookie(header.as_bytes(), cookie_name.as_bytes()) {
+            return match std::str::from_utf8(value) {
+                Ok(token) if !token.is_empty() => Extracted::Token(token, TokenSource::Cookie),
+                _ => Extracted::Malformed(TokenSource::Cookie),
+            };
+        }
+    }
+    Extracted::None
+}
+
+/// Reads `Bearer <token>`: the scheme is case-insensitive (RFC 9110 section
+/// 11.1) and any run of spaces or tabs may surround the parts.
+fn from_authorization(value: &[u8]) -> Extracted<'_> {
+    let value = value.trim_ascii();
+    let scheme_end = value
+        .iter()
+        .position(|byte| *byte == b' ' || *byte == b'\t')
+        .unwrap_or(value.len());
+    let (scheme, rest) = value.split_at(scheme_end);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Extracted::None;
+    }
+    let token = rest.trim_ascii();
+    match std::str::from_utf8(token) {
+        Ok(token) if !token.is_empty() => Extracted::Token(token, TokenSource::Header),
+        _ => Extracted::Malformed(TokenSource::Header),
+    }
+}
+
+/// Returns the value of the first cookie called `name` in one `Cookie`
+/// header, without surrounding double quotes (RFC 6265 section 4.2.1).
+fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    header.split(|byte| *byte == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let equals = pair.iter().position(|byte| *byte == b'=')?;
+        let (cookie_name, value) = (&pair[..equals], &pair[equals + 1..]);
+        if cookie_name.trim_ascii() != name {
+            return None;
+        }
+        let value = value.trim_ascii();
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|inner| inner.strip_suffix(b"\""))
+            .unwrap_or(value);
+        Some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                HeaderValue::from_bytes(value).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_header_is_read() {
+        let map = headers(&[("authorization", b"Bearer abc.def.ghi")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("abc.def.ghi", TokenSource::Header)
+        );
+    }
+
+    #[test]
+    fn lowercase_scheme_and_extra_spaces_are_accepted() {
+        let map = headers(&[("authorization", b"  bearer    abc.def.ghi  ")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("abc.def.ghi", TokenSource::Header)
+        );
+        let map = headers(&[("authorization", b"BEARER\tabc")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("abc", TokenSource::Header)
+        );
+    }
+
+    #[test]
+    fn empty_bearer_is_malformed() {
+        let map = headers(&[("authorization", b"Bearer   ")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Malformed(TokenSource::Header)
+        );
+    }
+
+    #[test]
+    fn other_scheme_means_no_token_even_with_cookie() {
+        let map = headers(&[
+            ("authorization", b"Basic dXNlcjpwYXNz"),
+            ("cookie", b"hanko=abc.def.ghi"),
+        ]);
+        assert_eq!(extract(&map, "hanko"), Extracted::None);
+    }
+
+    #[test]
+    fn bearerx_scheme_is_not_bearer() {
+        let map = headers(&[("authorization", b"Bearerx abc")]);
+        assert_eq!(extract(&map, "hanko"), Extracted::None);
+    }
+
+    #[test]
+    fn header_wins_over_cookie() {
+        let map = headers(&[
+            ("authorization", b"Bearer from-header"),
+            ("cookie", b"hanko=from-cookie"),
+        ]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("from-header", TokenSource::Header)
+        );
+    }
+
+    #[test]
+    fn two_authorization_headers_are_ambiguous() {
+        let map = headers(&[
+            ("authorization", b"Bearer a"),
+            ("authorization", b"Bearer b"),
+        ]);
+        assert_eq!(extract(&map, "hanko"), Extracted::Ambiguous);
+    }
+
+    #[test]
+    fn cookie_is_read_among_others() {
+        let map = headers(&[("cookie", b"theme=dark; hanko=abc.def.ghi; lang=en")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("abc.def.ghi", TokenSource::Cookie)
+        );
+    }
+
+    #[test]
+    fn cookie_in_second_header_is_read() {
+        let map = headers(&[("cookie", b"theme=dark"), ("cookie", b"hanko=tok")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("tok", TokenSource::Cookie)
+        );
+    }
+
+    #[test]
+    fn quoted_cookie_value_is_unquoted() {
+        let map = headers(&[("cookie", b"hanko=\"tok\"")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Token("tok", TokenSource::Cookie)
+        );
+    }
+
+    #[test]
+    fn similar_cookie_name_is_ignored() {
+        let map = headers(&[("cookie", b"hanko_other=tok; xhanko=tok2")]);
+        assert_eq!(extract(&map, "hanko"), Extracted::None);
+    }
+
+    #[test]
+    fn configured_cookie_name_is_used() {
+        let map = headers(&[("cookie", b"hanko=a; session=b")]);
+        assert_eq!(
+            extract(&map, "session"),
+            Extracted::Token("b", TokenSource::Cookie)
+        );
+    }
+
+    #[test]
+    fn empty_cookie_is_malformed() {
+        let map = headers(&[("cookie", b"hanko=")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Malformed(TokenSource::Cookie)
+        );
+    }
+
+    #[test]
+    fn non_utf8_bearer_is_malformed() {
+        let map = headers(&[("authorization", b"Bearer ab\xffcd")]);
+        assert_eq!(
+            extract(&map, "hanko"),
+            Extracted::Malformed(TokenSource::Header)
+        );
+    }
+
+    #[test]
+    fn nothing_means_none() {
+        assert_eq!(extract(&HeaderMap::new(), "hanko"), Extracted::None);
+    }
+}

@@ -1,0 +1,1159 @@
+//! Validation of the parsed file into the typed [`Config`].
+//!
+//! Every problem names the key (`proxy.routes[0].upstream[1]`), the value and
+//! what is wrong, and all problems are reported together so one `check` run
+//! shows them all. Validation never panics and never touches the network;
+//! upstream host names are resolved through the system resolver only when they
+//! are not literal addresses.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+use super::file::{AuthFile, CorsFile, ProxyFile, RouteFile};
+use super::{
+    AuthConfig, AuthMode, ClaimHeader, Config, JwksSettings, RouteConfig, TokenCacheSettings,
+};
+use crate::auth::token::TokenPolicy;
+use crate::cors::{AllowedOrigins, CorsPolicy};
+use crate::routing::normalize_path;
+
+/// Largest leeway accepted, in seconds; more would make `exp` meaningless.
+const MAX_LEEWAY_SECONDS: u64 = 300;
+/// Token size limits accepted for `max_token_bytes`, in bytes.
+const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 256..=65_536;
+/// Largest worker thread count accepted.
+const MAX_WORKER_THREADS: usize = 1024;
+/// Longest CORS preflight cache time accepted, in seconds (one day).
+const MAX_CORS_MAX_AGE_SECONDS: u64 = 86_400;
+/// Headers the proxy itself manages, which a claim mapping may not replace.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "authorization",
+    "cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Everything wrong with a config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    problems: Vec<String>,
+}
+
+impl ConfigError {
+    /// Wraps a TOML parse error, whose message already names line and key.
+    pub(super) fn parse(error: toml::de::Error) -> Self {
+        Self {
+            problems: vec![error.to_string().trim_end().to_owned()],
+        }
+    }
+
+    /// Returns each problem as one sentence.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, problem) in self.problems.iter().enumerate() {
+            if index > 0 {
+                writeln!(formatter)?;
+            }
+            write!(formatter, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Collects problems while the conversion goes on.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: &str, value: impl fmt::Debug, problem: impl fmt::Display) {
+        self.0.push(format!("{key} = {value:?}: {problem}"));
+    }
+
+    fn missing(&mut self, key: &str, problem: impl fmt::Display) {
+        self.0.push(format!("{key} is missing: {problem}"));
+    }
+}
+
+/// Validates `[proxy]` into a [`Config`].
+pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
+    let mut problems = Problems::default();
+
+    let listen = validate_listen(&file.listen, &mut problems);
+    let admin_listen = parse_socket_addr("proxy.admin_listen", &file.admin_listen, &mut problems);
+    if let Some(admin) = admin_listen
+        && listen.contains(&admin)
+    {
+        problems.add(
+            "proxy.admin_listen",
+            &file.admin_listen,
+            "is also in proxy.listen; give the admin listener its own address",
+        );
+    }
+
+    let worker_threads = match file.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n if n > MAX_WORKER_THREADS => {
+            problems.add(
+                "proxy.worker_threads",
+                n,
+                format!("must be between 0 and {MAX_WORKER_THREADS}"),
+            );
+            1
+        }
+        n => n,
+    };
+
+    let upgrade_socket = match &file.upgrade_socket {
+        Some(path) if path.is_empty() => {
+            problems.add("proxy.upgrade_socket", path, "must not be empty");
+            PathBuf::new()
+        }
+        Some(path) => PathBuf::from(path),
+        None => default_upgrade_socket(admin_listen),
+    };
+
+    if file.upstream_keepalive_pool_size == 0 {
+        problems.add(
+            "proxy.upstream_keepalive_pool_size",
+            0,
+            "must be at least 1",
+        );
+    }
+
+    let auth = validate_auth(file.auth, &mut problems);
+
+    if file.routes.is_empty() {
+        problems.missing(
+            "proxy.routes",
+            "add at least one [[proxy.routes]] table; without routes every request is 404",
+        );
+    }
+    let mut routes = Vec::with_capacity(file.routes.len());
+    let mut seen_routes = HashSet::new();
+    for (index, route) in file.routes.into_iter().enumerate() {
+        let key = format!("proxy.routes[{index}]");
+        if let Some(route) = validate_route(&key, route, &mut problems) {
+            let identity = (
+                route.path_prefix.clone(),
+                route.host.clone(),
+                route.methods.clone(),
+            );
+            if !seen_routes.insert(identity) {
+                problems.add(
+                    &format!("{key}.path_prefix"),
+                    &route.path_prefix,
+                    "another route has the same path_prefix, host and methods",
+                );
+            }
+            routes.push(route);
+        }
+    }
+
+    if !problems.0.is_empty() {
+        return Err(ConfigError {
+            problems: problems.0,
+        });
+    }
+    Ok(Config {
+        listen,
+        admin_listen: admin_listen.expect("an invalid admin_listen was reported above"),
+        worker_threads,
+        grace_period: Duration::from_secs(file.grace_period_seconds),
+        shutdown_timeout: Duration::from_secs(file.shutdown_timeout_seconds),
+        upgrade_socket,
+        upstream_keepalive_pool_size: file.upstream_keepalive_pool_size,
+        auth: auth.expect("an invalid [proxy.auth] was reported above"),
+        routes,
+    })
+}
+
+fn validate_listen(values: &[String], problems: &mut Problems) -> Vec<SocketAddr> {
+    if values.is_empty() {
+        problems.add("proxy.listen", values, "must hold at least one address");
+    }
+    let mut addresses = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let key = format!("proxy.listen[{index}]");
+        if let Some(address) = parse_socket_addr(&key, value, problems) {
+            if addresses.contains(&address) {
+                problems.add(&key, value, "is listed twice");
+            }
+            addresses.push(address);
+        }
+    }
+    addresses
+}
+
+fn parse_socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(address) => Some(address),
+        Err(_) => {
+            problems.add(
+                key,
+                value,
+                "is not an IP address with a port, such as 127.0.0.1:8080",
+            );
+            None
+        }
+    }
+}
+
+/// Derives an upgrade socket path that differs between instances on one
+/// host, because no two instances can share an admin address.
+fn default_upgrade_socket(admin_listen: Option<SocketAddr>) -> PathBuf {
+    let port = admin_listen.map_or(0, |address| address.port());
+    std::env::temp_dir().join(format!("edge-proxy-upgrade-{port}.sock"))
+}
+
+fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> {
+    let before = problems.0.len();
+
+    let hanko_api_url = file
+        .hanko_api_url
+        .as_deref()
+        .and_then(|value| parse_fetch_url("proxy.auth.hanko_api_url", value, problems));
+    let jwks_url = match (&file.jwks_url, &hanko_api_url) {
+        (Some(value), _) => parse_fetch_url("proxy.auth.jwks_url", value, problems),
+        (None, Some(base)) => Some(jwks_url_from_api(base)),
+        (None, None) => {
+            if file.hanko_api_url.is_none() {
+                problems.missing(
+                    "proxy.auth.hanko_api_url",
+                    "set hanko_api_url (or jwks_url) so the proxy can fetch the signing keys",
+                );
+            }
+            None
+        }
+    };
+
+    let audiences = match file.audience {
+        None => {
+            problems.missing(
+                "proxy.auth.audience",
+                "set the audience your Hanko tenant puts in `aud`; the proxy will not start without one",
+            );
+            Vec::new()
+        }
+        Some(value) => {
+            let values = value.into_vec();
+            if values.is_empty() {
+                problems.add(
+                    "proxy.auth.audience",
+                    &values,
+                    "must hold at least one value",
+                );
+            }
+            for (index, audience) in values.iter().enumerate() {
+                if audience.trim().is_empty() {
+                    problems.add(
+                        &format!("proxy.auth.audience[{index}]"),
+                        audience,
+                        "must not be empty",
+                    );
+                }
+            }
+            values
+        }
+    };
+
+    if let Some(issuer) = &file.issuer
+        && issuer.trim().is_empty()
+    {
+        problems.add(
+            "proxy.auth.issuer",
+            issuer,
+            "must not be empty; remove the key to skip the issuer check",
+        );
+    }
+
+    let algorithms = validate_algorithms(&file.algorithms, problems);
+
+    if file.leeway_seconds > MAX_LEEWAY_SECONDS {
+        problems.add(
+            "proxy.auth.leeway_seconds",
+            file.leeway_seconds,
+            format!("must be between 0 and {MAX_LEEWAY_SECONDS}"),
+        );
+    }
+    if !TOKEN_BYTES_RANGE.contains(&file.max_token_bytes) {
+        problems.add(
+            "proxy.auth.max_token_bytes",
+            file.max_token_bytes,
+            format!(
+                "must be between {} and {}",
+                TOKEN_BYTES_RANGE.start(),
+                TOKEN_BYTES_RANGE.end()
+            ),
+        );
+    }
+    if file.cookie_name.is_empty() || !file.cookie_name.bytes().all(is_token_byte) {
+        problems.add(
+            "proxy.auth.cookie_name",
+            &file.cookie_name,
+            "is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)",
+        );
+    }
+
+    let mut seen_headers = HashSet::new();
+    let user_id_header =
+        parse_identity_header("proxy.auth.user_id_header", &file.user_id_header, problems);
+    if let Some(header) = &user_id_header {
+        seen_headers.insert(header.clone());
+    }
+    let mut claim_headers = Vec::with_capacity(file.claim_headers.len());
+    for (claim, header) in &file.claim_headers {
+        let key = format!("proxy.auth.claim_headers.\"{claim}\"");
+        let path: Vec<String> = claim.split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            problems.add(
+                &key,
+                header,
+                "the claim path must be dot-separated names, such as email.address",
+            );
+            continue;
+        }
+        let Some(header_name) = parse_identity_header(&key, header, problems) else {
+            continue;
+        };
+        if !seen_headers.insert(header_name.clone()) {
+            problems.add(
+                &key,
+                header,
+                "this header is already used for another value",
+            );
+            continue;
+        }
+        claim_headers.push(ClaimHeader {
+            claim: claim.clone(),
+            path,
+            header: header_name,
+        });
+    }
+
+    let jwks = &file.jwks;
+    for (key, value) in [
+        ("proxy.auth.jwks.refresh_seconds", jwks.refresh_seconds),
+        ("proxy.auth.jwks.retry_seconds", jwks.retry_seconds),
+        ("proxy.auth.jwks.fetch_timeout_ms", jwks.fetch_timeout_ms),
+    ] {
+        if value == 0 {
+            problems.add(key, value, "must be at least 1");
+        }
+    }
+
+    let token_cache = if file.token_cache.enabled {
+        if file.token_cache.max_entries == 0 {
+            problems.add(
+                "proxy.auth.token_cache.max_entries",
+                0,
+                "must be at least 1; set enabled = false to turn the cache off",
+            );
+        }
+        if file.token_cache.ttl_seconds == 0 {
+            problems.add(
+                "proxy.auth.token_cache.ttl_seconds",
+                0,
+                "must be at least 1; set enabled = false to turn the cache off",
+            );
+        }
+        Some(TokenCacheSettings {
+            max_entries: file.token_cache.max_entries,
+            ttl: Duration::from_secs(file.token_cache.ttl_seconds),
+        })
+    } else {
+        None
+    };
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(AuthConfig {
+        hanko_api_url,
+        jwks_url: jwks_url?,
+        policy: TokenPolicy {
+            audiences,
+            issuer: file.issuer,
+            algorithms,
+            leeway_seconds: file.leeway_seconds,
+            max_token_bytes: file.max_token_bytes,
+        },
+        cookie_name: file.cookie_name,
+        user_id_header: user_id_header?,
+        claim_headers,
+        jwks: JwksSettings {
+            refresh: Duration::from_secs(jwks.refresh_seconds),
+            unknown_kid_cooldown: Duration::from_secs(jwks.unknown_kid_cooldown_seconds),
+            stale: Duration::from_secs(jwks.stale_seconds),
+            retry: Duration::from_secs(jwks.retry_seconds),
+            fetch_timeout: Duration::from_millis(jwks.fetch_timeout_ms),
+        },
+        token_cache,
+    })
+}
+
+/// Parses a URL the proxy fetches from: https always, plain http only to a
+/// loopback host, because keys fetched over an open network could be swapped.
+fn parse_fetch_url(key: &str, value: &str, problems: &mut Problems) -> Option<Url> {
+    let url = match Url::parse(value) {
+        Ok(url) => url,
+        Err(error) => {
+            problems.add(key, value, format!("is not a valid URL ({error})"));
+            return None;
+        }
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&url) => {}
+        "http" => {
+            problems.add(
+                key,
+                value,
+                "plain http is allowed only to a loopback host (127.0.0.1, ::1, localhost); use https",
+            );
+            return None;
+        }
+        other => {
+            problems.add(key, value, format!("scheme {other:?} is not http or https"));
+            return None;
+        }
+    }
+    if url.host().is_none() {
+        problems.add(key, value, "has no host");
+        return None;
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        problems.add(
+            key,
+            value,
+            "must not carry a query, a fragment or credentials",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn jwks_url_from_api(base: &Url) -> Url {
+    let mut url = base.clone();
+    let path = format!(
+        "{}/.well-known/jwks.json",
+        base.path().trim_end_matches('/')
+    );
+    url.set_path(&path);
+    url
+}
+
+fn validate_algorithms(values: &[String], problems: &mut Problems) -> Vec<Algorithm> {
+    if values.is_empty() {
+        problems.add(
+            "proxy.auth.algorithms",
+            values,
+            "must hold at least one algorithm",
+        );
+    }
+    let mut algorithms = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let key = format!("proxy.auth.algorithms[{index}]");
+        match Algorithm::from_str(value) {
+            Ok(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) => problems.add(
+                &key,
+                value,
+                "HMAC algorithms cannot be verified with a public key set; Hanko signs with RS256",
+            ),
+            Ok(algorithm) if !algorithms.contains(&algorithm) => algorithms.push(algorithm),
+            Ok(_) => problems.add(&key, value, "is listed twice"),
+            Err(_) => problems.add(
+                &key,
+                value,
+                "is not a supported algorithm (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)",
+            ),
+        }
+    }
+    algorithms
+}
+
+fn parse_identity_header(key: &str, value: &str, problems: &mut Problems) -> Option<HeaderName> {
+    let Ok(name) = HeaderName::from_bytes(value.as_bytes()) else {
+        problems.add(key, value, "is not a valid HTTP header name");
+        return None;
+    };
+    if name.as_str().contains('_') {
+        problems.add(
+            key,
+            value,
+            "must not contain `_`; many servers read `_` as `-`, use `-` instead",
+        );
+        return None;
+    }
+    if RESERVED_HEADERS.contains(&name.as_str()) {
+        problems.add(
+            key,
+            value,
+            "is managed by the proxy itself; choose another header",
+        );
+        return None;
+    }
+    Some(name)
+}
+
+fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option<RouteConfig> {
+    let before = problems.0.len();
+
+    let prefix_key = format!("{key}.path_prefix");
+    let path_prefix = match normalize_path(&file.path_prefix) {
+        Ok(normal) => {
+            // A trailing slash makes no difference to segment-wise matching.
+            let normal = normal.trim_end_matches('/');
+            if normal != file.path_prefix.trim_end_matches('/') {
+                problems.add(
+                    &prefix_key,
+                    &file.path_prefix,
+                    format!(
+                        "is not in normal form; write {:?}",
+                        if normal.is_empty() { "/" } else { normal }
+                    ),
+                );
+            }
+            if normal.is_empty() {
+                "/".to_owned()
+            } else {
+                normal.to_owned()
+            }
+        }
+        Err(_) => {
+            problems.add(
+                &prefix_key,
+                &file.path_prefix,
+                "must be a path starting with `/` without `..`, encoded `/` or `\\`",
+            );
+            String::new()
+        }
+    };
+
+    let host = file.host.map(|host| {
+        let lower = host.to_ascii_lowercase();
+        if lower.is_empty() || lower.contains(['/', ' ', '@']) {
+            problems.add(&format!("{key}.host"), &host, "is not a host name");
+        }
+        lower
+    });
+
+    let methods = file.methods.map(|values| {
+        if values.is_empty() {
+            problems.add(
+                &format!("{key}.methods"),
+                &values,
+                "must hold at least one method; remove the key to allow every method",
+            );
+        }
+        let mut methods = Vec::with_capacity(values.len());
+        for (index, value) in values.iter().enumerate() {
+            match parse_method(value) {
+                Some(method) => methods.push(method),
+                None => problems.add(
+                    &format!("{key}.methods[{index}]"),
+                    value,
+                    "is not an upper-case HTTP method such as GET",
+                ),
+            }
+        }
+        methods
+    });
+
+    let upstream_values = file.upstream.into_vec();
+    if upstream_values.is_empty() {
+        problems.add(
+            &format!("{key}.upstream"),
+            &upstream_values,
+            "must hold at least one host:port",
+        );
+    }
+    let mut upstreams = Vec::with_capacity(upstream_values.len());
+    for (index, value) in upstream_values.iter().enumerate() {
+        let upstream_key = format!("{key}.upstream[{index}]");
+        match resolve_upstream(value) {
+            Ok(address) => upstreams.push(address),
+            Err(problem) => problems.add(&upstream_key, value, problem),
+        }
+    }
+
+    let auth = match file.auth.as_str() {
+        "required" => AuthMode::Required,
+        "optional" => AuthMode::Optional,
+        "none" => AuthMode::None,
+        other => {
+            problems.add(
+                &format!("{key}.auth"),
+                other,
+                "must be \"required\", \"optional\" or \"none\"",
+            );
+            AuthMode::Required
+        }
+    };
+
+    for (name, value) in [
+        ("connect_timeout_ms", file.connect_timeout_ms),
+        ("read_timeout_ms", file.read_timeout_ms),
+    ] {
+        if value == 0 {
+            problems.add(&format!("{key}.{name}"), value, "must be at least 1");
+        }
+    }
+
+    let cors = file
+        .cors
+        .and_then(|cors| validate_cors(&format!("{key}.cors"), cors, problems));
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(RouteConfig {
+        path_prefix,
+        host,
+        methods,
+        upstreams,
+        auth,
+        strip_prefix: file.strip_prefix,
+        connect_timeout: Duration::from_millis(file.connect_timeout_ms),
+        read_timeout: Duration::from_millis(file.read_timeout_ms),
+        cors,
+    })
+}
+
+fn parse_method(value: &str) -> Option<Method> {
+    if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_uppercase()) {
+        return None;
+    }
+    Method::from_bytes(value.as_bytes()).ok()
+}
+
+/// Resolves `host:port` once at load time, so requests never wait on DNS.
+fn resolve_upstream(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("is not host:port".to_owned());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("is not host:port".to_owned());
+    }
+    match value.to_socket_addrs() {
+        Ok(mut addresses) => addresses
+            .next()
+            .ok_or_else(|| "resolves to no address".to_owned()),
+        Err(error) => Err(format!("cannot be resolved ({error})")),
+    }
+}
+
+fn validate_cors(key: &str, file: CorsFile, problems: &mut Problems) -> Option<CorsPolicy> {
+    let before = problems.0.len();
+
+    let origins = if file.allowed_origins == ["*"] {
+        if file.allow_credentials {
+            problems.add(
+                &format!("{key}.allowed_origins"),
+                &file.allowed_origins,
+                "\"*\" cannot be combined with allow_credentials = true; list the origins",
+            );
+        }
+        AllowedOrigins::Any
+    } else {
+        if file.allowed_origins.is_empty() {
+            problems.add(
+                &format!("{key}.allowed_origins"),
+                &file.allowed_origins,
+                "must hold at least one origin",
+            );
+        }
+        for (index, origin) in file.allowed_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                problems.add(
+                    &format!("{key}.allowed_origins[{index}]"),
+                    origin,
+                    "is not an origin such as https://app.example.com (scheme and host, no path), or \"*\" alone",
+                );
+            }
+        }
+        AllowedOrigins::List(file.allowed_origins.clone())
+    };
+
+    let mut methods = Vec::with_capacity(file.allowed_methods.len());
+    for (index, value) in file.allowed_methods.iter().enumerate() {
+        match parse_method(value) {
+            Some(method) => methods.push(method),
+            None => problems.add(
+                &format!("{key}.allowed_methods[{index}]"),
+                value,
+                "is not an upper-case HTTP method such as GET",
+            ),
+        }
+    }
+    let mut headers = Vec::with_capacity(file.allowed_headers.len());
+    for (index, value) in file.allowed_headers.iter().enumerate() {
+        match HeaderName::from_bytes(value.as_bytes()) {
+            Ok(name) => headers.push(name),
+            Err(_) => problems.add(
+                &format!("{key}.allowed_headers[{index}]"),
+                value,
+                "is not a valid HTTP header name",
+            ),
+        }
+    }
+    let mut expose = Vec::with_capacity(file.expose_headers.len());
+    for (index, value) in file.expose_headers.iter().enumerate() {
+        match HeaderName::from_bytes(value.as_bytes()) {
+            Ok(name) => expose.push(name),
+            Err(_) => problems.add(
+                &format!("{key}.expose_headers[{index}]"),
+                value,
+                "is not a valid HTTP header name",
+            ),
+        }
+    }
+    if file.max_age_seconds > MAX_CORS_MAX_AGE_SECONDS {
+        problems.add(
+            &format!("{key}.max_age_seconds"),
+            file.max_age_seconds,
+            format!("must be between 0 and {MAX_CORS_MAX_AGE_SECONDS}"),
+        );
+    }
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(CorsPolicy::new(
+        origins,
+        methods,
+        headers,
+        expose,
+        file.allow_credentials,
+        file.max_age_seconds,
+    ))
+}
+
+fn is_origin(value: &str) -> bool {
+    let Ok(url) = Url::parse(value) else {
+        return false;
+    };
+    matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.path() == "/"
+        && !value.ends_with('/')
+        && url.query().is_none()
+        && url.username().is_empty()
+}
+
+/// Reports whether `byte` may appear in an RFC 9110 token.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    const MINIMAL: &str = r#"
+        [proxy]
+        [proxy.auth]
+        hanko_api_url = "http://127.0.0.1:8000"
+        audience = "localhost"
+        [[proxy.routes]]
+        path_prefix = "/api"
+        upstream = "127.0.0.1:8081"
+        auth = "required"
+    "#;
+
+    fn problems(text: &str) -> Vec<String> {
+        Config::from_toml(text)
+            .expect_err("the config must be rejected")
+            .problems()
+            .to_vec()
+    }
+
+    fn assert_rejected(text: &str, expected: &str) {
+        let problems = problems(text);
+        assert!(
+            problems.iter().any(|problem| problem.contains(expected)),
+            "expected a problem containing {expected:?}, got {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let text = include_str!("../../../config.toml");
+        let config = Config::from_toml(text).expect("the shipped config.toml validates");
+
+        assert_eq!(config.listen, ["127.0.0.1:8080".parse().expect("address")]);
+        assert_eq!(
+            config.admin_listen,
+            "127.0.0.1:9090".parse().expect("address")
+        );
+        assert!(!config.routes.is_empty());
+        assert!(
+            config
+                .auth
+                .claim_headers
+                .iter()
+                .any(|mapping| mapping.claim == "email.address"
+                    && mapping.header.as_str() == "x-user-email")
+        );
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+
+        assert_eq!(config.listen, ["127.0.0.1:8080".parse().expect("address")]);
+        assert_eq!(
+            config.admin_listen,
+            "127.0.0.1:9090".parse().expect("address")
+        );
+        assert_eq!(
+            config.auth.jwks_url.as_str(),
+            "http://127.0.0.1:8000/.well-known/jwks.json"
+        );
+        assert_eq!(config.auth.policy.audiences, ["localhost"]);
+        assert_eq!(
+            config.auth.policy.algorithms,
+            [jsonwebtoken::Algorithm::RS256]
+        );
+        assert_eq!(config.auth.cookie_name, "hanko");
+        assert_eq!(config.auth.user_id_header.as_str(), "x-user-id");
+        assert!(config.auth.token_cache.is_some());
+        assert_eq!(config.routes[0].path_prefix, "/api");
+        assert!(config.worker_threads >= 1);
+        assert!(
+            config
+                .upgrade_socket
+                .to_string_lossy()
+                .ends_with("edge-proxy-upgrade-9090.sock")
+        );
+    }
+
+    #[test]
+    fn jwks_url_keeps_tenant_path() {
+        let text = MINIMAL.replace(
+            "http://127.0.0.1:8000",
+            "https://auth.example.com/tenant-1/",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+
+        assert_eq!(
+            config.auth.jwks_url.as_str(),
+            "https://auth.example.com/tenant-1/.well-known/jwks.json"
+        );
+    }
+
+    #[test]
+    fn missing_audience_is_rejected() {
+        let text = MINIMAL.replace("audience = \"localhost\"", "");
+        assert_rejected(&text, "proxy.auth.audience is missing");
+    }
+
+    #[test]
+    fn empty_audience_list_is_rejected() {
+        let text = MINIMAL.replace("audience = \"localhost\"", "audience = []");
+        assert_rejected(&text, "proxy.auth.audience = []");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\naudiance = \"x\"");
+        assert_rejected(&text, "audiance");
+    }
+
+    #[test]
+    fn unknown_top_level_table_is_rejected() {
+        let text = format!("{MINIMAL}\n[proxyy]\nlisten = 1\n");
+        assert_rejected(&text, "proxyy");
+    }
+
+    #[test]
+    fn backend_table_is_ignored() {
+        let text = format!("{MINIMAL}\n[backend]\nanything = 1\n");
+        assert!(Config::from_toml(&text).is_ok());
+    }
+
+    #[test]
+    fn bad_listen_address_is_named() {
+        let text = MINIMAL.replace("[proxy]", "[proxy]\nlisten = [\"localhost:80x\"]");
+        assert_rejected(&text, "proxy.listen[0] = \"localhost:80x\"");
+    }
+
+    #[test]
+    fn admin_on_proxy_address_is_rejected() {
+        let text = MINIMAL.replace(
+            "[proxy]",
+            "[proxy]\nlisten = [\"127.0.0.1:9000\"]\nadmin_listen = \"127.0.0.1:9000\"",
+        );
+        assert_rejected(&text, "proxy.admin_listen");
+    }
+
+    #[test]
+    fn plain_http_key_set_off_loopback_is_rejected() {
+        let text = MINIMAL.replace("http://127.0.0.1:8000", "http://auth.example.com");
+        assert_rejected(&text, "plain http is allowed only to a loopback host");
+    }
+
+    #[test]
+    fn plain_http_to_localhost_is_accepted() {
+        let text = MINIMAL.replace("http://127.0.0.1:8000", "http://localhost:8000");
+        assert!(Config::from_toml(&text).is_ok());
+    }
+
+    #[test]
+    fn missing_key_source_is_rejected() {
+        let text = MINIMAL.replace("hanko_api_url = \"http://127.0.0.1:8000\"", "");
+        assert_rejected(&text, "proxy.auth.hanko_api_url is missing");
+    }
+
+    #[test]
+    fn explicit_jwks_url_wins() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\njwks_url = \"http://127.0.0.1:9999/keys\"",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(config.auth.jwks_url.as_str(), "http://127.0.0.1:9999/keys");
+    }
+
+    #[test]
+    fn hmac_algorithm_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nalgorithms = [\"HS256\"]");
+        assert_rejected(&text, "proxy.auth.algorithms[0] = \"HS256\"");
+    }
+
+    #[test]
+    fn unknown_algorithm_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nalgorithms = [\"none\"]");
+        assert_rejected(&text, "proxy.auth.algorithms[0] = \"none\"");
+    }
+
+    #[test]
+    fn large_leeway_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nleeway_seconds = 3600");
+        assert_rejected(&text, "proxy.auth.leeway_seconds = 3600");
+    }
+
+    #[test]
+    fn token_size_limit_is_bounded() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nmax_token_bytes = 10");
+        assert_rejected(&text, "proxy.auth.max_token_bytes = 10");
+    }
+
+    #[test]
+    fn bad_cookie_name_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\ncookie_name = \"a b\"");
+        assert_rejected(&text, "proxy.auth.cookie_name = \"a b\"");
+    }
+
+    #[test]
+    fn claim_header_clashing_with_user_id_is_rejected() {
+        let text = MINIMAL.replace(
+            "[[proxy.routes]]",
+            "[proxy.auth.claim_headers]\n\"email.address\" = \"x-user-id\"\n[[proxy.routes]]",
+        );
+        assert_rejected(&text, "already used");
+    }
+
+    #[test]
+    fn reserved_claim_header_is_rejected() {
+        let text = MINIMAL.replace(
+            "[[proxy.routes]]",
+            "[proxy.auth.claim_headers]\n\"email.address\" = \"Authorization\"\n[[proxy.routes]]",
+        );
+        assert_rejected(&text, "managed by the proxy");
+    }
+
+    #[test]
+    fn underscore_identity_header_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nuser_id_header = \"x_user\"");
+        assert_rejected(&text, "proxy.auth.user_id_header = \"x_user\"");
+    }
+
+    #[test]
+    fn empty_claim_path_segment_is_rejected() {
+        let text = MINIMAL.replace(
+            "[[proxy.routes]]",
+            "[proxy.auth.claim_headers]\n\"email..address\" = \"x-email\"\n[[proxy.routes]]",
+        );
+        assert_rejected(&text, "dot-separated");
+    }
+
+    #[test]
+    fn zero_token_cache_size_is_rejected() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\ntoken_cache = { max_entries = 0 }",
+        );
+        assert_rejected(&text, "proxy.auth.token_cache.max_entries = 0");
+    }
+
+    #[test]
+    fn disabled_token_cache_is_none() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\ntoken_cache = { enabled = false }",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert!(config.auth.token_cache.is_none());
+    }
+
+    #[test]
+    fn zero_jwks_fetch_timeout_is_rejected() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\njwks = { fetch_timeout_ms = 0 }",
+        );
+        assert_rejected(&text, "proxy.auth.jwks.fetch_timeout_ms = 0");
+    }
+
+    #[test]
+    fn missing_routes_are_rejected() {
+        let text = MINIMAL
+            .split("[[proxy.routes]]")
+            .next()
+            .expect("text before routes")
+            .to_owned();
+        assert_rejected(&text, "proxy.routes is missing");
+    }
+
+    #[test]
+    fn route_prefix_must_be_normal() {
+        let text = MINIMAL.replace("path_prefix = \"/api\"", "path_prefix = \"/api//v1\"");
+        assert_rejected(&text, "write \"/api/v1\"");
+    }
+
+    #[test]
+    fn route_prefix_trailing_slash_is_dropped() {
+        let text = MINIMAL.replace("path_prefix = \"/api\"", "path_prefix = \"/api/\"");
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(config.routes[0].path_prefix, "/api");
+    }
+
+    #[test]
+    fn root_prefix_is_kept() {
+        let text = MINIMAL.replace("path_prefix = \"/api\"", "path_prefix = \"/\"");
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(config.routes[0].path_prefix, "/");
+    }
+
+    #[test]
+    fn relative_route_prefix_is_rejected() {
+        let text = MINIMAL.replace("path_prefix = \"/api\"", "path_prefix = \"api\"");
+        assert_rejected(&text, "proxy.routes[0].path_prefix = \"api\"");
+    }
+
+    #[test]
+    fn bad_upstream_is_named() {
+        let text = MINIMAL.replace(
+            "upstream = \"127.0.0.1:8081\"",
+            "upstream = [\"127.0.0.1:8081\", \"nowhere\"]",
+        );
+        assert_rejected(&text, "proxy.routes[0].upstream[1] = \"nowhere\"");
+    }
+
+    #[test]
+    fn bad_auth_mode_is_named() {
+        let text = MINIMAL.replace("auth = \"required\"", "auth = \"maybe\"");
+        assert_rejected(&text, "proxy.routes[0].auth = \"maybe\"");
+    }
+
+    #[test]
+    fn lower_case_method_is_rejected() {
+        let text = MINIMAL.replace(
+            "auth = \"required\"",
+            "auth = \"required\"\nmethods = [\"get\"]",
+        );
+        assert_rejected(&text, "proxy.routes[0].methods[0] = \"get\"");
+    }
+
+    #[test]
+    fn duplicate_routes_are_rejected() {
+        let route = MINIMAL
+            .split("[[proxy.routes]]")
+            .nth(1)
+            .expect("route text")
+            .to_owned();
+        let text = format!("{MINIMAL}\n[[proxy.routes]]{route}");
+        assert_rejected(&text, "another route has the same");
+    }
+
+    #[test]
+    fn zero_timeout_is_rejected() {
+        let text = MINIMAL.replace(
+            "auth = \"required\"",
+            "auth = \"required\"\nread_timeout_ms = 0",
+        );
+        assert_rejected(&text, "proxy.routes[0].read_timeout_ms = 0");
+    }
+
+    #[test]
+    fn cors_wildcard_with_credentials_is_rejected() {
+        let text = format!(
+            "{MINIMAL}\ncors = {{ allowed_origins = [\"*\"], allow_credentials = true }}\n"
+        );
+        assert_rejected(&text, "cannot be combined with allow_credentials");
+    }
+
+    #[test]
+    fn cors_origin_with_path_is_rejected() {
+        let text =
+            format!("{MINIMAL}\ncors = {{ allowed_origins = [\"https://app.example.com/x\"] }}\n");
+        assert_rejected(&text, "allowed_origins[0]");
+    }
+
+    #[test]
+    fn cors_origin_is_accepted() {
+        let text = format!(
+            "{MINIMAL}\ncors = {{ allowed_origins = [\"https://app.example.com\"], allow_credentials = true }}\n"
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert!(config.routes[0].cors.is_some());
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let text = MINIMAL
+            .replace("audience = \"localhost\"", "")
+            .replace("auth = \"required\"", "auth = \"maybe\"");
+        let problems = problems(&text);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+    }
+}

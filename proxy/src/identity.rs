@@ -1,0 +1,249 @@
+//! The identity the proxy tells the upstream, and the removal of every
+//! client-sent header that could pass for it.
+//!
+//! Identity headers are matched case-insensitively with `_` read as `-`,
+//! because many upstream frameworks (CGI, WSGI, some Node and PHP stacks)
+//! fold `x_user_id` into the same variable as `X-User-Id`. Hop-by-hop headers
+//! and the fields a client's `Connection` header nominates are removed by
+//! Pingora before the proxy adds its own headers, so a client cannot use
+//! `Connection: x-user-id` to strip the identity the proxy sets.
+
+use http::{HeaderName, HeaderValue};
+use pingora::http::RequestHeader;
+use serde_json::Value;
+
+use crate::auth::token::VerifiedToken;
+use crate::config::ClaimHeader;
+
+/// The verified user as the upstream sees it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The `sub` claim.
+    pub subject: String,
+    /// The `kid` that verified the token.
+    pub kid: String,
+    /// The token's `exp`, in seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Headers to set on the upstream request, user id first.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Identity {
+    /// Builds the identity for a verified token: the user id header and
+    /// every configured claim header whose claim is present.
+    pub fn from_verified(
+        token: VerifiedToken,
+        user_id_header: &HeaderName,
+        claim_headers: &[ClaimHeader],
+    ) -> Self {
+        let mut headers = Vec::with_capacity(1 + claim_headers.len());
+        let subject_value = HeaderValue::from_str(&token.subject)
+            .expect("the verifier only accepts header-safe subjects");
+        headers.push((user_id_header.clone(), subject_value));
+
+        for mapping in claim_headers {
+            let Some(value) = lookup(&token.claims, &mapping.path) else {
+                continue;
+            };
+            match claim_header_value(value) {
+                Some(header_value) => headers.push((mapping.header.clone(), header_value)),
+                None => tracing::debug!(
+                    claim = %mapping.claim,
+                    "claim value cannot be sent as a header; header left out"
+                ),
+            }
+        }
+
+        Self {
+            subject: token.subject,
+            kid: token.kid,
+            expires_at: token.expires_at,
+            headers,
+        }
+    }
+}
+
+/// The header names that only the proxy may set.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    names: Vec<HeaderName>,
+}
+
+impl IdentityHeaders {
+    /// Collects the user id header and every claim header.
+    pub fn new(user_id_header: &HeaderName, claim_headers: &[ClaimHeader]) -> Self {
+        let mut names = vec![user_id_header.clone()];
+        names.extend(claim_headers.iter().map(|mapping| mapping.header.clone()));
+        Self { names }
+    }
+
+    /// Reports whether a client header `name` could be read as one of the
+    /// identity headers.
+    pub fn matches(&self, name: &str) -> bool {
+        self.names
+            .iter()
+            .any(|identity| same_ignoring_underscore(name, identity.as_str()))
+    }
+
+    /// Removes every header of `request` that matches an identity header.
+    pub fn strip(&self, request: &mut RequestHeader) {
+        // Header maps cannot be changed while iterating over them; spoofing
+        // attempts are rare, so the list is usually empty and never allocates.
+        let spoofed: Vec<HeaderName> = request
+            .headers
+            .keys()
+            .filter(|name| self.matches(name.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            request.remove_header(&name);
+        }
+    }
+}
+
+/// Compares two header names case-insensitively with `_` equal to `-`.
+fn same_ignoring_underscore(left: &str, right: &str) -> bool {
+    let fold = |byte: u8| {
+        if byte == b'_' {
+            b'-'
+        } else {
+            byte.to_ascii_lowercase()
+        }
+    };
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .all(|(a, b)| fold(a) == fold(b))
+}
+
+fn lookup<'a>(claims: &'a serde_json::Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    let mut value = claims.get(first)?;
+    for key in rest {
+        value = value.get(key)?;
+    }
+    Some(value)
+}
+
+/// Turns a claim into a header value: strings as they are, numbers and
+/// booleans in JSON form, arrays and objects as compact JSON; `null` and
+/// values with control characters are left out.
+fn claim_header_value(value: &Value) -> Option<HeaderValue> {
+    let text = match value {
+        Value::Null => return None,
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    HeaderValue::from_bytes(text.as_bytes()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claim_header(claim: &str, header: &str) -> ClaimHeader {
+        ClaimHeader {
+            claim: claim.to_owned(),
+            path: claim.split('.').map(str::to_owned).collect(),
+            header: HeaderName::from_bytes(header.as_bytes()).expect("valid name"),
+        }
+    }
+
+    fn verified(claims: Value) -> VerifiedToken {
+        VerifiedToken {
+            kid: "k1".to_owned(),
+            subject: "user-1".to_owned(),
+            expires_at: 100,
+            claims: claims.as_object().expect("object").clone(),
+        }
+    }
+
+    #[test]
+    fn identity_carries_user_id_and_claims() {
+        let user = HeaderName::from_static("x-user-id");
+        let mappings = [
+            claim_header("email.address", "x-user-email"),
+            claim_header("amr", "x-user-amr"),
+            claim_header("email.is_verified", "x-email-verified"),
+        ];
+        let identity = Identity::from_verified(
+            verified(
+                json!({"email": {"address": "ada@example.com", "is_verified": true}, "amr": ["passkey"]}),
+            ),
+            &user,
+            &mappings,
+        );
+
+        let headers: Vec<(&str, &[u8])> = identity
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("x-user-id", b"user-1".as_slice()),
+                ("x-user-email", b"ada@example.com".as_slice()),
+                ("x-user-amr", br#"["passkey"]"#.as_slice()),
+                ("x-email-verified", b"true".as_slice()),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_claim_leaves_header_out() {
+        let user = HeaderName::from_static("x-user-id");
+        let identity = Identity::from_verified(
+            verified(json!({})),
+            &user,
+            &[claim_header("email.address", "x-user-email")],
+        );
+        assert_eq!(identity.headers.len(), 1);
+    }
+
+    #[test]
+    fn claim_with_line_break_is_left_out() {
+        let user = HeaderName::from_static("x-user-id");
+        let identity = Identity::from_verified(
+            verified(json!({"email": {"address": "a@b\r\nx-admin: 1"}})),
+            &user,
+            &[claim_header("email.address", "x-user-email")],
+        );
+        assert_eq!(identity.headers.len(), 1);
+    }
+
+    #[test]
+    fn spoofing_variants_match() {
+        let identity = IdentityHeaders::new(&HeaderName::from_static("x-user-id"), &[]);
+        for name in ["x-user-id", "x_user_id", "x-user_id", "X-USER-ID"] {
+            assert!(identity.matches(name), "{name}");
+        }
+        for name in ["x-user-ids", "x-user", "xx-user-id", "x.user.id"] {
+            assert!(!identity.matches(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn strip_removes_every_variant() {
+        let identity = IdentityHeaders::new(
+            &HeaderName::from_static("x-user-id"),
+            &[claim_header("email.address", "x-user-email")],
+        );
+        let mut request = RequestHeader::build("GET", b"/", None).expect("request");
+        for (name, value) in [
+            ("X-User-Id", "a"),
+            ("x_user_id", "b"),
+            ("X-USER_EMAIL", "c"),
+            ("x-other", "keep"),
+        ] {
+            request.append_header(name, value).expect("valid header");
+        }
+
+        identity.strip(&mut request);
+
+        let left: Vec<&str> = request.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-other"]);
+    }
+}

@@ -1,0 +1,19 @@
+//! edge-proxy as a library: the modules the binary wires together, public
+//! so that their behaviour can be tested and reused (metrics, reload) without
+//! going through a socket.
+//!
+//! `main.rs` holds only the start-up steps.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod cors;
+pub mod error;
+pub mod identity;
+pub mod logging;
+pub mod refresher;
+pub mod routing;
+pub mod runtime;
+pub mod service;

@@ -1,0 +1,567 @@
+//! Path normalisation, route matching and upstream peer choice.
+//!
+//! Routes match the normalised path: `//` merged, `.` and `..` resolved,
+//! percent-encoded unreserved characters decoded (RFC 3986 sections 6.2.2 and
+//! 5.2.4). Paths that would mean different things to the proxy and to the
+//! upstream are rejected instead of guessed at: climbing above the root, an
+//! encoded `/` or `\`, a raw backslash, a NUL or another control character.
+//! Prefixes match whole segments, the longest prefix wins, and the query
+//! string never takes part. Peers are chosen round-robin; a peer that
+//! refused a connection is skipped for a short hold-down time.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::Method;
+
+use crate::config::RouteConfig;
+
+/// How long a peer that failed to connect is skipped while others remain.
+const PEER_HOLD_DOWN: Duration = Duration::from_secs(5);
+
+/// Why a request path was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not start with `/`.
+    #[error("the request path must start with /")]
+    NotAbsolute,
+    /// `..` would climb above the root.
+    #[error("the request path climbs above the root")]
+    AboveRoot,
+    /// An encoded `/` or `\`, which proxy and upstream could split differently.
+    #[error("the request path contains an encoded / or \\")]
+    EncodedSeparator,
+    /// A raw backslash, NUL or other control character.
+    #[error("the request path contains a backslash or a control character")]
+    ForbiddenByte,
+    /// A `%` not followed by two hex digits, or an encoded NUL or control
+    /// character.
+    #[error("the request path has an invalid percent-encoding")]
+    BadEncoding,
+}
+
+/// Normalises a request path (without the query string).
+///
+/// Returns the input unchanged, without allocating, when it is already in
+/// normal form.
+///
+/// # Errors
+///
+/// Returns the [`PathError`] for a path the proxy refuses to interpret.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if path
+        .bytes()
+        .any(|byte| byte == b'\\' || byte.is_ascii_control())
+    {
+        return Err(PathError::ForbiddenByte);
+    }
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+
+    let decoded = decode_unreserved(path)?;
+    let ends_with_slash = decoded.ends_with('/');
+    let mut segments: Vec<&str> = Vec::new();
+    let mut last_was_dot = false;
+    for segment in decoded.split('/').skip(1) {
+        last_was_dot = false;
+        match segment {
+            "" => {}
+            "." => last_was_dot = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+                last_was_dot = true;
+            }
+            other => segments.push(other),
+        }
+    }
+
+    let mut normal = String::with_capacity(decoded.len());
+    for segment in &segments {
+        normal.push('/');
+        normal.push_str(segment);
+    }
+    if normal.is_empty() || ends_with_slash || last_was_dot {
+        normal.push('/');
+    }
+    Ok(Cow::Owned(normal))
+}
+
+/// Reports whether `path` needs no change: no `%`, no empty segment except
+/// a trailing one, and no `.` or `..` segment.
+fn is_normal(path: &str) -> bool {
+    if path.contains('%') {
+        return false;
+    }
+    let inner = path.strip_suffix('/').unwrap_or(path);
+    inner
+        .split('/')
+        .skip(1)
+        .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+}
+
+/// Decodes percent-encoded unreserved characters and upper-cases the hex of
+/// the others, rejecting encoded separators and control characters.
+fn decode_unreserved(path: &str) -> Result<String, PathError> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte != b'%' {
+            let char_len = utf8_len(byte);
+            out.push_str(&path[index..index + char_len]);
+            index += char_len;
+            continue;
+        }
+        let (Some(high), Some(low)) = (
+            bytes.get(index + 1).and_then(|b| hex_value(*b)),
+            bytes.get(index + 2).and_then(|b| hex_value(*b)),
+        ) else {
+            return Err(PathError::BadEncoding);
+        };
+        let decoded = high * 16 + low;
+        match decoded {
+            b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+            byte if byte.is_ascii_control() => return Err(PathError::BadEncoding),
+            byte if is_unreserved(byte) => out.push(char::from(byte)),
+            byte => {
+                out.push('%');
+                out.push(char::from(HEX_DIGITS[usize::from(byte >> 4)]));
+                out.push(char::from(HEX_DIGITS[usize::from(byte & 0x0F)]));
+            }
+        }
+        index += 3;
+    }
+    Ok(out)
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Reports whether `byte` is an RFC 3986 unreserved character.
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Returns the length of the UTF-8 sequence that starts with `byte`.
+fn utf8_len(byte: u8) -> usize {
+    match byte {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
+}
+
+/// Reports whether `prefix` covers `path` segment by segment: `/api`
+/// covers `/api` and `/api/x`, not `/apix`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Returns the host part of a `Host` value or authority: without the port,
+/// keeping IPv6 brackets.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.split_once(':').map_or(host, |(name, _)| name)
+}
+
+/// An upstream address and when it may be tried again after a failure.
+#[derive(Debug)]
+struct Peer {
+    address: SocketAddr,
+    /// Milliseconds after [`clock_start`] until which the peer is skipped.
+    down_until_ms: AtomicU64,
+}
+
+/// One route ready to serve.
+#[derive(Debug)]
+pub struct Route {
+    /// The validated settings.
+    pub config: RouteConfig,
+    /// Name used in logs: the prefix, with the host when set.
+    pub label: String,
+    peers: Vec<Peer>,
+    next_peer: AtomicUsize,
+}
+
+impl Route {
+    fn new(config: RouteConfig) -> Self {
+        let label = match &config.host {
+            Some(host) => format!("{host}{}", config.path_prefix),
+            None => config.path_prefix.clone(),
+        };
+        let peers = config
+            .upstreams
+            .iter()
+            .map(|address| Peer {
+                address: *address,
+                down_until_ms: AtomicU64::new(0),
+            })
+            .collect();
+        Self {
+            config,
+            label,
+            peers,
+            next_peer: AtomicUsize::new(0),
+        }
+    }
+
+    /// Returns the path to send upstream for the normalised `path`.
+    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
+        if !self.config.strip_prefix || self.config.path_prefix == "/" {
+            return path;
+        }
+        match path.get(self.config.path_prefix.len()..) {
+            Some("") | None => "/",
+            Some(rest) => rest,
+        }
+    }
+
+    /// Picks the next peer round-robin, skipping the `tried` ones and, while
+    /// any other is left, those that failed recently. Returns `None` once
+    /// every peer was tried.
+    pub fn pick_peer(&self, tried: &[usize]) -> Option<usize> {
+        let count = self.peers.len();
+        let start = self.next_peer.fetch_add(1, Ordering::Relaxed) % count;
+        let now = clock_ms();
+        let untried = (0..count)
+            .map(|offset| (start + offset) % count)
+            .filter(|index| !tried.contains(index));
+
+        let mut fallback = None;
+        for index in untried {
+            if self.peers[index].down_until_ms.load(Ordering::Relaxed) <= now {
+                return Some(index);
+            }
+            fallback.get_or_insert(index);
+        }
+        fallback
+    }
+
+    /// Returns the address of peer `index`.
+    pub fn peer_address(&self, index: usize) -> SocketAddr {
+        self.peers[index].address
+    }
+
+    /// Returns how many peers the route has.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Skips peer `index` for the hold-down time.
+    pub fn mark_peer_failed(&self, index: usize) {
+        let until = clock_ms() + u64::try_from(PEER_HOLD_DOWN.as_millis()).unwrap_or(u64::MAX);
+        self.peers[index]
+            .down_until_ms
+            .store(until, Ordering::Relaxed);
+    }
+
+    fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
+        if let Some(route_host) = &self.config.host
+            && !host.is_some_and(|host| host.eq_ignore_ascii_case(route_host))
+        {
+            return false;
+        }
+        if let Some(methods) = &self.config.methods
+            && !methods.contains(method)
+        {
+            return false;
+        }
+        prefix_matches(&self.config.path_prefix, path)
+    }
+}
+
+/// All routes, ordered so the first match is the best one.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// Orders the routes: longest prefix first, then routes limited to a
+    /// host, then routes limited to methods.
+    pub fn new(configs: Vec<RouteConfig>) -> Self {
+        let mut routes: Vec<Route> = configs.into_iter().map(Route::new).collect();
+        routes.sort_by_key(|route| {
+            (
+                std::cmp::Reverse(route.config.path_prefix.len()),
+                route.config.host.is_none(),
+                route.config.methods.is_none(),
+            )
+        });
+        Self { routes }
+    }
+
+    /// Finds the route for a request; `host` is without the port.
+    pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<&Route> {
+        self.find_index(host, method, path)
+            .map(|index| self.get(index))
+    }
+
+    /// Finds the index of the route for a request, for keeping in a request
+    /// context; `host` is without the port.
+    pub fn find_index(&self, host: Option<&str>, method: &Method, path: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|route| route.matches(host, method, path))
+    }
+
+    /// Returns the route at `index`, as returned by [`Router::find_index`].
+    ///
+    /// # Panics
+    ///
+    /// Panics when `index` did not come from this router.
+    pub fn get(&self, index: usize) -> &Route {
+        &self.routes[index]
+    }
+}
+
+/// Returns milliseconds since the first call, a cheap monotonic clock for
+/// peer hold-down.
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthMode;
+
+    fn normal(path: &str) -> Result<String, PathError> {
+        normalize_path(path).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn normal_paths_are_borrowed() {
+        for path in ["/", "/api", "/api/v1/item", "/api/", "/a.b/c..d/~x"] {
+            assert!(
+                matches!(normalize_path(path), Ok(Cow::Borrowed(_))),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn double_slashes_are_merged() {
+        assert_eq!(normal("//api/v1/item"), Ok("/api/v1/item".to_owned()));
+        assert_eq!(normal("/api//v1///item"), Ok("/api/v1/item".to_owned()));
+        assert_eq!(normal("//"), Ok("/".to_owned()));
+    }
+
+    #[test]
+    fn dot_segments_are_resolved() {
+        assert_eq!(normal("/api/./v1/item"), Ok("/api/v1/item".to_owned()));
+        assert_eq!(normal("/api/v1/../v1/item"), Ok("/api/v1/item".to_owned()));
+        assert_eq!(normal("/api/v1/.."), Ok("/api/".to_owned()));
+        assert_eq!(normal("/api/."), Ok("/api/".to_owned()));
+        assert_eq!(normal("/public/../api/x"), Ok("/api/x".to_owned()));
+    }
+
+    #[test]
+    fn trailing_slash_is_kept() {
+        assert_eq!(normal("/api//"), Ok("/api/".to_owned()));
+    }
+
+    #[test]
+    fn climbing_above_root_is_rejected() {
+        assert_eq!(normal("/.."), Err(PathError::AboveRoot));
+        assert_eq!(normal("/api/../../admin"), Err(PathError::AboveRoot));
+        assert_eq!(normal("/%2e%2e/admin"), Err(PathError::AboveRoot));
+        assert_eq!(normal("/%2E./admin"), Err(PathError::AboveRoot));
+    }
+
+    #[test]
+    fn encoded_dots_are_resolved_like_plain_ones() {
+        assert_eq!(normal("/api/%2e/v1"), Ok("/api/v1".to_owned()));
+        assert_eq!(normal("/public/%2e%2e/api/x"), Ok("/api/x".to_owned()));
+    }
+
+    #[test]
+    fn encoded_separators_are_rejected() {
+        assert_eq!(normal("/api%2Fv1/item"), Err(PathError::EncodedSeparator));
+        assert_eq!(
+            normal("/api/v1/item/..%2f..%2fadmin"),
+            Err(PathError::EncodedSeparator)
+        );
+        assert_eq!(normal("/api%5cv1"), Err(PathError::EncodedSeparator));
+    }
+
+    #[test]
+    fn backslash_and_control_bytes_are_rejected() {
+        assert_eq!(normal("/api\\v1"), Err(PathError::ForbiddenByte));
+        assert_eq!(normal("/api\0"), Err(PathError::ForbiddenByte));
+        assert_eq!(normal("/api/%00"), Err(PathError::BadEncoding));
+        assert_eq!(normal("/api/%0a"), Err(PathError::BadEncoding));
+    }
+
+    #[test]
+    fn broken_percent_encoding_is_rejected() {
+        assert_eq!(normal("/api/%"), Err(PathError::BadEncoding));
+        assert_eq!(normal("/api/%4"), Err(PathError::BadEncoding));
+        assert_eq!(normal("/api/%zz"), Err(PathError::BadEncoding));
+    }
+
+    #[test]
+    fn unreserved_characters_are_decoded() {
+        assert_eq!(normal("/%61pi/v%31"), Ok("/api/v1".to_owned()));
+        assert_eq!(normal("/a%7Eb"), Ok("/a~b".to_owned()));
+    }
+
+    #[test]
+    fn reserved_characters_stay_encoded_in_upper_case() {
+        assert_eq!(normal("/a%3fb"), Ok("/a%3Fb".to_owned()));
+        assert_eq!(normal("/a%20b"), Ok("/a%20b".to_owned()));
+        assert_eq!(normal("/caf%c3%a9"), Ok("/caf%C3%A9".to_owned()));
+    }
+
+    #[test]
+    fn relative_path_is_rejected() {
+        assert_eq!(normal("api"), Err(PathError::NotAbsolute));
+        assert_eq!(normal("*"), Err(PathError::NotAbsolute));
+        assert_eq!(normal(""), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(!prefix_matches("/api", "/API"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn host_port_is_removed() {
+        assert_eq!(host_without_port("example.com:8080"), "example.com");
+        assert_eq!(host_without_port("example.com"), "example.com");
+        assert_eq!(host_without_port("[::1]:8080"), "[::1]");
+    }
+
+    fn route(prefix: &str, host: Option<&str>, methods: Option<&[&str]>) -> RouteConfig {
+        RouteConfig {
+            path_prefix: prefix.to_owned(),
+            host: host.map(str::to_owned),
+            methods: methods.map(|list| {
+                list.iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).expect("method"))
+                    .collect()
+            }),
+            upstreams: vec!["127.0.0.1:1".parse().expect("address")],
+            auth: AuthMode::Required,
+            strip_prefix: false,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            cors: None,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let router = Router::new(vec![
+            route("/", None, None),
+            route("/api", None, None),
+            route("/api/v1", None, None),
+        ]);
+        let find = |path| {
+            router
+                .find(None, &Method::GET, path)
+                .map(|r| r.label.as_str())
+        };
+
+        assert_eq!(find("/api/v1/item"), Some("/api/v1"));
+        assert_eq!(find("/api/v2"), Some("/api"));
+        assert_eq!(find("/apix"), Some("/"));
+    }
+
+    #[test]
+    fn host_and_methods_narrow_the_match() {
+        let router = Router::new(vec![
+            route("/api", None, None),
+            route("/api", Some("admin.example.com"), None),
+            route("/api", None, Some(&["POST"])),
+        ]);
+
+        let admin = router
+            .find(Some("ADMIN.example.com"), &Method::GET, "/api/x")
+            .expect("route");
+        assert_eq!(admin.label, "admin.example.com/api");
+        let post = router.find(None, &Method::POST, "/api/x").expect("route");
+        assert_eq!(post.config.methods.as_ref().map(Vec::len), Some(1));
+        let get = router.find(None, &Method::GET, "/api/x").expect("route");
+        assert!(get.config.host.is_none() && get.config.methods.is_none());
+    }
+
+    #[test]
+    fn no_route_is_none() {
+        let router = Router::new(vec![route("/api", None, Some(&["GET"]))]);
+        assert!(router.find(None, &Method::GET, "/other").is_none());
+        assert!(router.find(None, &Method::DELETE, "/api").is_none());
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        let mut config = route("/api", None, None);
+        config.strip_prefix = true;
+        let route = Route::new(config);
+
+        assert_eq!(route.upstream_path("/api/v1/item"), "/v1/item");
+        assert_eq!(route.upstream_path("/api"), "/");
+        assert_eq!(route.upstream_path("/api/"), "/");
+    }
+
+    #[test]
+    fn peers_rotate_and_failed_ones_are_skipped() {
+        let mut config = route("/api", None, None);
+        config.upstreams = vec![
+            "127.0.0.1:1".parse().expect("address"),
+            "127.0.0.1:2".parse().expect("address"),
+            "127.0.0.1:3".parse().expect("address"),
+        ];
+        let route = Route::new(config);
+
+        let picks: Vec<usize> = (0..3)
+            .map(|_| route.pick_peer(&[]).expect("peer"))
+            .collect();
+        assert_eq!(picks, [0, 1, 2]);
+
+        route.mark_peer_failed(1);
+        let picks: Vec<usize> = (0..4)
+            .map(|_| route.pick_peer(&[]).expect("peer"))
+            .collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+
+        assert_eq!(
+            route.pick_peer(&[0, 2]),
+            Some(1),
+            "a failed peer is the last resort"
+        );
+        assert_eq!(route.pick_peer(&[0, 1, 2]), None);
+    }
+}

@@ -1,0 +1,48 @@
+//! The state every request reads: routes and authentication, built from one
+//! validated config.
+//!
+//! The proxy keeps it behind an `ArcSwap` and loads it once per request, so
+//! a new config can replace it atomically while requests in flight finish
+//! with the one they started with. Listener addresses and thread counts are
+//! not part of it: they cannot change without a restart.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::auth::Authenticator;
+use crate::auth::jwks::KeySource;
+use crate::config::Config;
+use crate::identity::IdentityHeaders;
+use crate::routing::Router;
+
+/// Routes and authentication settings of one config generation.
+pub struct Runtime {
+    /// Route table.
+    pub router: Router,
+    /// Token checking.
+    pub authenticator: Authenticator,
+    /// Header names only the proxy may set.
+    pub identity_headers: IdentityHeaders,
+    /// Cookie read when no `Authorization` header is sent.
+    pub cookie_name: String,
+}
+
+/// The runtime as shared between the proxy, the admin listener and the key
+/// refresher.
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+
+impl Runtime {
+    /// Builds the runtime for `config`, reading keys from `keys`.
+    pub fn new(config: &Config, keys: Arc<KeySource>) -> Self {
+        Self {
+            router: Router::new(config.routes.clone()),
+            authenticator: Authenticator::new(&config.auth, keys),
+            identity_headers: IdentityHeaders::new(
+                &config.auth.user_id_header,
+                &config.auth.claim_headers,
+            ),
+            cookie_name: config.auth.cookie_name.clone(),
+        }
+    }
+}

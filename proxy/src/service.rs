@@ -1,0 +1,532 @@
+//! The Pingora `ProxyHttp` implementation: the request path from arrival to
+//! the access log, with the methods in the order Pingora calls them.
+//!
+//! 1. `new_ctx`: load the runtime once, start the clock.
+//! 2. `request_filter`: request id, path normalisation, CORS preflight,
+//!    route, token. Every refusal is answered here and never reaches an
+//!    upstream.
+//! 3. `upstream_peer` / `fail_to_connect`: round-robin peer, skipping peers
+//!    that refused a connection.
+//! 4. `upstream_request_filter`: strip spoofed identity headers, set the
+//!    forwarding headers, the identity and the normalised path.
+//! 5. `response_filter`: request id and CORS headers on the response.
+//! 6. `fail_to_proxy`: upstream failures as problem+json 502/504.
+//! 7. `logging`: one access event per request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::header::{HOST, ORIGIN};
+use http::{HeaderName, HeaderValue, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::auth::AuthError;
+use crate::auth::extract::{Extracted, TokenSource, extract};
+use crate::auth::token::Refusal;
+use crate::config::AuthMode;
+use crate::cors::preflight_parts;
+use crate::error::{Rejection, respond};
+use crate::identity::Identity;
+use crate::routing::{PathError, host_without_port, normalize_path};
+use crate::runtime::{Runtime, SharedRuntime};
+
+/// Header carrying the request id to the upstream and back to the client.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Longest client-sent request id kept, in bytes.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+/// How long an idle upstream connection stays in the pool.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The proxy logic shared by all worker threads.
+pub struct EdgeProxy {
+    runtime: SharedRuntime,
+    request_ids: RequestIds,
+}
+
+/// Per-request state, kept until the access log is written.
+pub struct RequestContext {
+    runtime: Arc<Runtime>,
+    started: Instant,
+    request_id: HeaderValue,
+    route: Option<usize>,
+    /// The path sent upstream, when it differs from the request's raw target.
+    upstream_target: Option<String>,
+    peer: Option<usize>,
+    tried_peers: Vec<usize>,
+    identity: Option<Arc<Identity>>,
+    token_source: Option<TokenSource>,
+    token_from_cache: bool,
+    rejection: Option<Rejection>,
+    cors_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl EdgeProxy {
+    /// Creates the proxy over a shared runtime.
+    pub fn new(runtime: SharedRuntime) -> Self {
+        Self {
+            runtime,
+            request_ids: RequestIds::new(),
+        }
+    }
+
+    /// Writes `rejection` with the request id and CORS headers and records
+    /// it for the access log. Returns `Ok(true)`: the response is written.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        rejection: Rejection,
+    ) -> pingora::Result<bool> {
+        ctx.rejection = Some(rejection);
+        let mut extra = Vec::with_capacity(1 + ctx.cors_headers.len());
+        extra.push((REQUEST_ID.clone(), ctx.request_id.clone()));
+        extra.extend(ctx.cors_headers.iter().cloned());
+        respond(session, rejection, &extra).await?;
+        Ok(true)
+    }
+
+    /// Normalises the path, answers a CORS preflight and finds the route,
+    /// storing what later phases need in `ctx`. Returns the headers of a
+    /// preflight answer when the request is an allowed preflight.
+    fn route_request(
+        request: &RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<Option<Vec<(HeaderName, HeaderValue)>>, Rejection> {
+        if !request.raw_path_is_utf8() {
+            return Err(Rejection::BadPath(PathError::ForbiddenByte));
+        }
+        let path = normalize_path(request.uri.path()).map_err(Rejection::BadPath)?;
+        let host = request_host(request);
+        let router = &ctx.runtime.router;
+
+        if let Some((origin, requested)) = preflight_parts(request) {
+            let cors_route = Method::from_bytes(requested.as_bytes())
+                .ok()
+                .and_then(|method| router.find_index(host, &method, &path))
+                .and_then(|index| {
+                    let cors = router.get(index).config.cors.as_ref()?;
+                    Some((index, cors))
+                });
+            if let Some((index, cors)) = cors_route {
+                ctx.route = Some(index);
+                return cors
+                    .preflight_headers(origin, requested.as_bytes())
+                    .map(Some)
+                    .map_err(Rejection::CorsRefused);
+            }
+        }
+
+        let index = router
+            .find_index(host, &request.method, &path)
+            .ok_or(Rejection::NoRoute)?;
+        let route = router.get(index);
+        ctx.route = Some(index);
+        if let (Some(cors), Some(origin)) = (&route.config.cors, request.headers.get(ORIGIN)) {
+            ctx.cors_headers = cors.response_headers(origin);
+        }
+        ctx.upstream_target = upstream_target(request, route.upstream_path(&path));
+        Ok(None)
+    }
+
+    /// Runs the route's authentication and stores the identity in `ctx`.
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestContext,
+        mode: AuthMode,
+    ) -> Result<(), Rejection> {
+        if mode == AuthMode::None {
+            return Ok(());
+        }
+        let runtime = ctx.runtime.clone();
+        let (token, source) = match extract(&session.req_header().headers, &runtime.cookie_name) {
+            Extracted::Ambiguous => return Err(Rejection::DuplicateAuthorization),
+            Extracted::None if mode == AuthMode::Required => return Err(Rejection::MissingToken),
+            Extracted::None => return Ok(()),
+            Extracted::Malformed(source) => {
+                ctx.token_source = Some(source);
+                return Err(Rejection::InvalidToken(Refusal::Malformed));
+            }
+            Extracted::Token(token, source) => (token, source),
+        };
+        ctx.token_source = Some(source);
+
+        match runtime.authenticator.authenticate(token).await {
+            Ok(authenticated) => {
+                ctx.identity = Some(authenticated.identity);
+                ctx.token_from_cache = authenticated.from_cache;
+                Ok(())
+            }
+            Err(AuthError::Invalid(refusal)) => Err(Rejection::InvalidToken(refusal)),
+            Err(AuthError::Unavailable(unavailable)) => Err(Rejection::KeysUnavailable {
+                retry_after_seconds: unavailable.retry_after_seconds,
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext {
+            runtime: self.runtime.load_full(),
+            started: Instant::now(),
+            request_id: HeaderValue::from_static("-"),
+            route: None,
+            upstream_target: None,
+            peer: None,
+            tried_peers: Vec::new(),
+            identity: None,
+            token_source: None,
+            token_from_cache: false,
+            rejection: None,
+            cors_headers: Vec::new(),
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<bool> {
+        ctx.request_id = self.request_ids.keep_or_create(session.req_header());
+
+        match Self::route_request(session.req_header(), ctx) {
+            Ok(None) => {}
+            Ok(Some(preflight)) => {
+                return write_preflight(session, &ctx.request_id, preflight).await;
+            }
+            Err(rejection) => return self.reject(session, ctx, rejection).await,
+        }
+
+        let route = ctx.route.expect("route_request stores the route it found");
+        let mode = ctx.runtime.router.get(route).config.auth;
+        match self.authenticate(session, ctx, mode).await {
+            Ok(()) => Ok(false),
+            Err(rejection) => self.reject(session, ctx, rejection).await,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let index = ctx
+            .route
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
+        let route = ctx.runtime.router.get(index);
+        let peer_index = route
+            .pick_peer(&ctx.tried_peers)
+            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "every upstream peer failed"))?;
+        ctx.tried_peers.push(peer_index);
+        ctx.peer = Some(peer_index);
+
+        let mut peer = HttpPeer::new(route.peer_address(peer_index), false, String::new());
+        peer.options.connection_timeout = Some(route.config.connect_timeout);
+        peer.options.total_connection_timeout = Some(route.config.connect_timeout);
+        peer.options.read_timeout = Some(route.config.read_timeout);
+        peer.options.write_timeout = Some(route.config.read_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestContext,
+        mut error: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(route), Some(peer)) = (ctx.route, ctx.peer) {
+            let route = ctx.runtime.router.get(route);
+            route.mark_peer_failed(peer);
+            let untried = route.peer_count() > ctx.tried_peers.len();
+            error.set_retry(untried);
+        }
+        error
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<()> {
+        ctx.runtime.identity_headers.strip(upstream_request);
+
+        // The client's forwarding headers describe hops the proxy cannot
+        // vouch for, so they are replaced, not appended to.
+        upstream_request.remove_header(&FORWARDED);
+        match client_ip(session) {
+            Some(ip) => upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?,
+            None => {
+                upstream_request.remove_header(&X_FORWARDED_FOR);
+            }
+        }
+        upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "http")?;
+        match session.req_header().headers.get(HOST) {
+            Some(host) => upstream_request.insert_header(X_FORWARDED_HOST.clone(), host.clone())?,
+            None => {
+                upstream_request.remove_header(&X_FORWARDED_HOST);
+            }
+        }
+        upstream_request.insert_header(REQUEST_ID.clone(), ctx.request_id.clone())?;
+
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in &identity.headers {
+                upstream_request.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        if let Some(target) = &ctx.upstream_target {
+            upstream_request.set_raw_path(target.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestContext,
+    ) -> pingora::Result<()> {
+        upstream_response.insert_header(REQUEST_ID.clone(), ctx.request_id.clone())?;
+        for (name, value) in &ctx.cors_headers {
+            upstream_response.insert_header(name.clone(), value.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        let Some(rejection) = Rejection::from_proxy_error(error) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if session.response_written().is_none() {
+            if let Err(write_error) = self.reject(session, ctx, rejection).await {
+                tracing::debug!(error = %write_error, "writing the error response failed");
+            }
+        } else {
+            ctx.rejection = Some(rejection);
+        }
+        FailToProxy {
+            error_code: rejection.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestContext,
+        _error: &Error,
+    ) -> bool {
+        // The access event in `logging` carries the error, so Pingora's own
+        // error line would log the same failure twice.
+        true
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&Error>,
+        ctx: &mut RequestContext,
+    ) {
+        let request = session.req_header();
+        let status = session
+            .response_written()
+            .map_or(0, |response| response.status.as_u16());
+        let route = ctx.route.map(|index| ctx.runtime.router.get(index));
+        let upstream = match (route, ctx.peer) {
+            (Some(route), Some(peer)) => Some(route.peer_address(peer)),
+            _ => None,
+        };
+        let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+
+        tracing::info!(
+            target: "edge_proxy::access",
+            request_id = ctx.request_id.to_str().unwrap_or("-"),
+            method = request.method.as_str(),
+            path = request.uri.path(),
+            status,
+            route = route.map_or("-", |route| route.label.as_str()),
+            upstream = %upstream.map_or_else(|| "-".to_owned(), |address| address.to_string()),
+            user = ctx.identity.as_ref().map_or("-", |identity| identity.subject.as_str()),
+            token_source = ctx.token_source.map_or("-", TokenSource::as_str),
+            token_cache_hit = ctx.token_from_cache,
+            duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+            reason = ctx.rejection.map_or("-", Rejection::reason),
+            error = %error.map_or_else(|| "-".to_owned(), |error| error.to_string()),
+            "request"
+        );
+    }
+}
+
+/// Writes the 204 answer to an allowed preflight.
+async fn write_preflight(
+    session: &mut Session,
+    request_id: &HeaderValue,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> pingora::Result<bool> {
+    let mut response = ResponseHeader::build(204, Some(headers.len() + 1))?;
+    for (name, value) in headers {
+        response.append_header(name, value)?;
+    }
+    response.insert_header(REQUEST_ID.clone(), request_id.clone())?;
+    session
+        .write_response_header(Box::new(response), true)
+        .await?;
+    Ok(true)
+}
+
+/// Returns the request's host without port, from `Host` or the URI.
+fn request_host(request: &RequestHeader) -> Option<&str> {
+    request
+        .headers
+        .get(HOST)
+        .and_then(|value| value.to_str().ok())
+        .or_else(|| request.uri.host())
+        .map(host_without_port)
+}
+
+/// Returns the target to send upstream when it differs from the raw one:
+/// after normalisation or `strip_prefix`, or for an absolute-form target.
+fn upstream_target(request: &RequestHeader, path: &str) -> Option<String> {
+    let query = request.uri.query();
+    let raw = request.raw_path();
+    let same = match query {
+        None => raw == path.as_bytes(),
+        Some(query) => {
+            raw.len() == path.len() + 1 + query.len()
+                && raw.starts_with(path.as_bytes())
+                && raw[path.len()] == b'?'
+                && raw.ends_with(query.as_bytes())
+        }
+    };
+    if same {
+        return None;
+    }
+    Some(match query {
+        None => path.to_owned(),
+        Some(query) => format!("{path}?{query}"),
+    })
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|address| address.as_inet())
+        .map(SocketAddr::ip)
+}
+
+/// Request ids: the client's when it is short and plain, otherwise a
+/// per-process random prefix and a counter, unique without a syscall per
+/// request.
+struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            prefix: random[..12].to_owned(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn keep_or_create(&self, request: &RequestHeader) -> HeaderValue {
+        if let Some(value) = request.headers.get(&REQUEST_ID)
+            && is_plain_request_id(value.as_bytes())
+        {
+            return value.clone();
+        }
+        let number = self.counter.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{number:x}", self.prefix))
+            .expect("hex digits and a dash form a valid header value")
+    }
+}
+
+/// Accepts ids of letters, digits and `-_.:` up to the length limit, so a
+/// client cannot smuggle odd bytes into logs through the id.
+fn is_plain_request_id(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_BYTES
+        && value
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(byte))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &[u8]) -> RequestHeader {
+        RequestHeader::build("GET", target, None).expect("request")
+    }
+
+    #[test]
+    fn unchanged_target_is_not_rewritten() {
+        assert_eq!(upstream_target(&request(b"/api/x?a=1"), "/api/x"), None);
+        assert_eq!(upstream_target(&request(b"/api/x"), "/api/x"), None);
+    }
+
+    #[test]
+    fn normalised_target_keeps_the_query() {
+        assert_eq!(
+            upstream_target(&request(b"//api/./x?a=1&b"), "/api/x"),
+            Some("/api/x?a=1&b".to_owned())
+        );
+    }
+
+    #[test]
+    fn absolute_form_target_becomes_origin_form() {
+        assert_eq!(
+            upstream_target(&request(b"http://example.com/api/x?q"), "/api/x"),
+            Some("/api/x?q".to_owned())
+        );
+    }
+
+    #[test]
+    fn client_request_id_is_kept_when_plain() {
+        let ids = RequestIds::new();
+        let mut with_id = request(b"/");
+        with_id
+            .insert_header("x-request-id", "abc-123")
+            .expect("header");
+        assert_eq!(ids.keep_or_create(&with_id), "abc-123");
+
+        let mut odd = request(b"/");
+        odd.insert_header("x-request-id", "a b").expect("header");
+        assert_ne!(ids.keep_or_create(&odd), "a b");
+    }
+
+    #[test]
+    fn generated_request_ids_differ() {
+        let ids = RequestIds::new();
+        let first = ids.keep_or_create(&request(b"/"));
+        let second = ids.keep_or_create(&request(b"/"));
+        assert_ne!(first, second);
+    }
+}
