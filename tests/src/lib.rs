@@ -6,6 +6,7 @@
 //! here listens on anything but 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod hanko;
 pub mod item_api;
 pub mod pg;
 pub mod process;
