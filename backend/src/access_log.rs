@@ -50,8 +50,13 @@ pub async fn log_request(
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header_value);
 
+    let elapsed = started.elapsed().as_secs_f64();
+    state
+        .metrics()
+        .observe_request(&method, route.as_deref(), response.status(), elapsed);
+
     let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    let duration_ms = elapsed * 1_000.0;
     span.in_scope(|| {
         tracing::info!(
             target: "access",

@@ -18,7 +18,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// What item-api does in this run.
+/// Subcommand: the work item-api does in this run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Apply the SQL migrations embedded in this binary (safe to repeat).

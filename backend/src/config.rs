@@ -1,7 +1,7 @@
 //! The `[backend]` table of the shared configuration file, and its
 //! validation into a typed [`Config`].
 //!
-//! The file struct mirrors the TOML; [`Config`] holds checked, typed values.
+//! The file struct mirrors the TOML, and [`Config`] contains checked, typed values.
 //! Validation names the key and the value it rejects and never panics. The
 //! database URL is kept in [`DatabaseUrl`], whose `Debug` hides it.
 
@@ -106,7 +106,7 @@ pub enum ConfigError {
         key: &'static str,
         /// The rejected value, or `[redacted]` for secrets.
         value: String,
-        /// What is wrong and what is allowed.
+        /// Explanation of the problem and of the allowed values.
         reason: String,
     },
     /// A required key is absent.
@@ -114,7 +114,7 @@ pub enum ConfigError {
     Missing {
         /// Dotted key, such as `backend.database_url`.
         key: &'static str,
-        /// Where the value can come from.
+        /// Places the value can come from.
         hint: &'static str,
     },
 }
@@ -261,7 +261,7 @@ impl DatabaseUrl {
         Ok(Self(url))
     }
 
-    /// The URL itself, for connecting. Never log it.
+    /// Returns the URL for connecting. Never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }

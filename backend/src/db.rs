@@ -53,7 +53,7 @@ impl Database {
         }
     }
 
-    /// The underlying pool.
+    /// Returns the underlying pool.
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -1,8 +1,8 @@
 //! Request errors and their `application/problem+json` bodies (RFC 9457).
 //!
 //! One `match` in [`ApiError::status`] decides each status code. Database
-//! and internal errors are logged once here and answered with a generic
-//! sentence: no database text ever reaches a client.
+//! and internal errors are logged once here, and the client gets a generic
+//! sentence, so no database text reaches a client.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -58,7 +58,7 @@ pub struct FieldError {
     /// Name of the field, query parameter or path parameter; `body` for the
     /// body as a whole.
     pub field: String,
-    /// What is wrong with it, as a sentence.
+    /// Explanation of the problem, as a sentence.
     pub detail: String,
 }
 
@@ -69,7 +69,7 @@ pub struct Problem {
     pub title: String,
     /// The HTTP status code.
     pub status: u16,
-    /// What went wrong, as a plain sentence.
+    /// Explanation of the failure, as a plain sentence.
     pub detail: String,
     /// The invalid fields; present on 422 only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,7 +99,7 @@ impl ApiError {
         Self::Validation { detail, errors }
     }
 
-    /// The HTTP status for this error.
+    /// Returns the HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,

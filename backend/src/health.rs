@@ -1,5 +1,5 @@
-//! Health endpoints: `/healthz` says the process serves HTTP, `/readyz`
-//! says the database is reachable too.
+//! Health endpoints: `/healthz` reports that the process serves HTTP, and
+//! `/readyz` reports that the database is reachable too.
 
 use axum::Json;
 use axum::extract::State;
@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Returns 200 when a pooled connection answers a query, else 503.
+/// Returns 200 when a query on a pooled connection succeeds, else 503.
 ///
 /// # Errors
 ///

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 /// Maximum length of the user-id and email headers, in bytes.
 pub const MAX_HEADER_BYTES: usize = 255;
 
-/// Who is calling: the user id (Hanko's `sub`) and, when edge-proxy
+/// The caller's identity: the user id (Hanko's `sub`) and, when edge-proxy
 /// forwards it, the email address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -25,7 +25,7 @@ pub struct Identity {
     pub email: Option<String>,
 }
 
-/// Why a header cannot identify the caller.
+/// Reason a header cannot identify the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderProblem {
     /// The header is absent.
@@ -40,7 +40,7 @@ pub enum HeaderProblem {
     /// The header is longer than [`MAX_HEADER_BYTES`].
     #[error("too long")]
     TooLong,
-    /// The header holds bytes other than visible ASCII.
+    /// The header contains bytes other than visible ASCII.
     #[error("not printable")]
     NotPrintable,
 }

@@ -26,7 +26,7 @@ pub const DEFAULT_LIMIT: i64 = 100;
 /// Largest accepted `limit`.
 pub const MAX_LIMIT: i64 = 1_000;
 
-/// Longest unknown key echoed back in an error, in characters.
+/// Maximum length of an unknown key echoed back in an error, in characters.
 const MAX_ECHOED_KEY_CHARS: usize = 64;
 
 /// Body of `POST /api/v1/item/`.
@@ -70,7 +70,7 @@ pub struct ListParams {
     pub limit: i64,
 }
 
-/// Which field rules apply to a text value.
+/// Rules for one text field.
 #[derive(Clone, Copy)]
 struct TextRule {
     field: &'static str,

@@ -73,9 +73,9 @@ pub async fn list_items(
 ) -> Result<Json<Vec<Item>>, ApiError> {
     let mut transaction = state.database().begin_as(&identity).await?;
 
-    // Row-level security alone decides visibility; the explicit owner filter
-    // for ordinary users only lets the planner use the (owner_id, id) index
-    // instead of filtering every row.
+    // Row-level security alone decides visibility. The explicit owner filter
+    // for ordinary users is there so the planner uses the (owner_id, id)
+    // index instead of filtering every row.
     let is_superuser: bool = sqlx::query_scalar("select api.is_superuser()")
         .fetch_one(&mut *transaction)
         .await?;

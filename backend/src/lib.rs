@@ -17,6 +17,7 @@ pub mod item_input;
 pub mod items;
 pub mod json;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 pub mod openapi;
 pub mod server;
@@ -30,6 +31,7 @@ use axum::routing::get;
 
 use crate::db::Database;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -39,6 +41,7 @@ pub struct AppState {
 
 struct StateInner {
     database: Database,
+    metrics: Metrics,
     user_id_header: HeaderName,
     email_header: HeaderName,
 }
@@ -50,15 +53,21 @@ impl AppState {
         Self {
             inner: Arc::new(StateInner {
                 database,
+                metrics: Metrics::new(),
                 user_id_header,
                 email_header,
             }),
         }
     }
 
-    /// The database handle.
+    /// Returns the database handle.
     pub fn database(&self) -> &Database {
         &self.inner.database
+    }
+
+    /// Returns the Prometheus metrics of this instance.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Name of the header with the caller's user id.
@@ -73,8 +82,8 @@ impl AppState {
 }
 
 /// Builds the router with every route, the access log and the JSON error
-/// bodies for unknown paths and methods; `max_body_bytes` caps request
-/// bodies (413 above it).
+/// bodies for unknown paths and methods. Request bodies larger than
+/// `max_body_bytes` get 413.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // Both `/api/v1/item` and `/api/v1/item/` are served directly because
     // existing clients call either, and a redirect would turn a POST into
@@ -91,6 +100,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -121,7 +131,7 @@ mod tests {
 
     use super::*;
 
-    /// An app whose database is unreachable, enough for routing and
+    /// Builds an app whose database is unreachable, enough for routing and
     /// rejections that happen before any query.
     fn offline_app() -> Router {
         let pool = PgPoolOptions::new()
@@ -178,6 +188,7 @@ mod tests {
             "/api/v1/item/{id}",
             "/api/v1/openapi.json",
             "/healthz",
+            "/metrics",
             "/readyz",
         ]
         .into_iter()

@@ -33,6 +33,7 @@ const COLLECTION_WITHOUT_SLASH: &str = "/api/v1/item";
         crate::items::delete_item,
         crate::health::healthz,
         crate::health::readyz,
+        crate::metrics::metrics,
         openapi_json,
     ),
     components(schemas(
