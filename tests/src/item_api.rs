@@ -90,7 +90,7 @@ impl ItemApi {
         }
     }
 
-    /// The address item-api listens on.
+    /// Returns the address item-api listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -100,12 +100,12 @@ impl ItemApi {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Path of the config file item-api was started with.
+    /// Returns the path of the config file item-api was started with.
     pub fn config_path(&self) -> &std::path::Path {
         &self.config_path
     }
 
-    /// The child process, for its log, signals or exit status.
+    /// Returns the child process, for its log, signals or exit status.
     pub fn process(&mut self) -> &mut ChildProcess {
         &mut self.process
     }

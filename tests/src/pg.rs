@@ -150,7 +150,7 @@ impl PgCluster {
         cluster
     }
 
-    /// Port of the server on 127.0.0.1.
+    /// Returns the port of the server on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -29,7 +29,7 @@ impl Fixture {
         }
     }
 
-    /// A request as `user`, or without the user-id header when `None`.
+    /// Builds a request as `user`, or without the user-id header when `None`.
     fn request(&self, method: Method, path: &str, user: Option<&str>) -> RequestBuilder {
         let builder = self.client.request(method, self.api.url(path));
         match user {
@@ -102,7 +102,7 @@ async fn assert_problem(response: Response, status: StatusCode) -> Value {
     body
 }
 
-/// The `field` of every entry in a 422 body's `errors`.
+/// Collects the `field` of every entry in a 422 body's `errors`.
 fn error_fields(body: &Value) -> Vec<String> {
     body["errors"]
         .as_array()
@@ -771,8 +771,6 @@ async fn superuser_sees_and_changes_all_items() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(fixture.list(BOB, "").await.is_empty());
 
-    // Bob is not a superuser and still sees only his own (now none).
-    assert!(fixture.list(BOB, "").await.is_empty());
     assert_eq!(fixture.list(ALICE, "").await.len(), 1);
 }
 
