@@ -97,7 +97,7 @@ pub struct DatabaseUrl(String);
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file is not valid TOML or has unknown keys or wrong types.
-    #[error("invalid TOML: {0}")]
+    #[error("invalid TOML")]
     Parse(#[from] toml::de::Error),
     /// A key has a value outside its allowed range or format.
     #[error("{key} = {value} is invalid: {reason}")]

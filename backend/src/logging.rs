@@ -1,6 +1,8 @@
 //! Log setup: `tracing` events filtered by `RUST_LOG` (default `info`),
 //! written to stderr as text or as JSON lines.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Output format of the log.
@@ -26,8 +28,10 @@ pub fn init(format: LogFormat) {
         }
     };
 
+    // Colour codes only when a person watches the terminal, never in files.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -4,6 +4,7 @@
 
 use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
 use hanko_edge_tests::pg::{PgCluster, TestDatabase, assert_migrate_succeeded, run_migrate};
+use hanko_edge_tests::process::binary_path;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -43,6 +44,20 @@ async fn migrate_twice_is_idempotent() {
             "after run {run}"
         );
     }
+
+    // The documented form, with the shared config file, works as well.
+    let shipped_config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.toml");
+    let output = tokio::process::Command::new(binary_path("item-api"))
+        .arg("migrate")
+        .arg("--config")
+        .arg(&shipped_config)
+        .arg("--database-url")
+        .arg(&database.admin_url)
+        .output()
+        .await
+        .expect("starting item-api migrate");
+    assert_migrate_succeeded(&output);
+    assert_eq!(applied_migrations(&database).await, migration_count());
 
     let mut admin = database.admin().await;
     let table: Option<String> = sqlx::query_scalar("select to_regclass('api.items')::text")
@@ -249,4 +264,45 @@ async fn access_log_carries_request_id() {
     assert_eq!(access_line["path"], "/api/v1/item/");
     assert_eq!(access_line["user"], ALICE);
     assert!(access_line["duration_ms"].is_number(), "{access_line}");
+}
+
+#[tokio::test]
+async fn serve_rejects_invalid_config() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let config = directory.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[backend]\n\
+         database_url = \"postgres://authenticator@127.0.0.1:1/none\"\n\
+         max_connections = 0\n",
+    )
+    .expect("writing config");
+
+    let output = tokio::process::Command::new(binary_path("item-api"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("DATABASE_URL")
+        .output()
+        .await
+        .expect("starting item-api serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("backend.max_connections"), "{stderr}");
+    assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_serve_with_status_0() {
+    let database = TestDatabase::new().await;
+    let mut api = ItemApi::spawn(&database).await;
+
+    api.process().signal("TERM");
+    let status = api
+        .process()
+        .wait_exit(std::time::Duration::from_secs(10))
+        .await
+        .expect("item-api must exit after SIGTERM");
+    assert!(status.success(), "exit status {status}\n{}", api.log());
+    assert!(api.log().contains("item-api stopped"), "{}", api.log());
 }
