@@ -17,7 +17,8 @@ use tokio::sync::watch;
 /// How long a child may take before its health endpoint returns 200.
 pub const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
 
-/// How long a child may take to exit after SIGTERM before it gets SIGKILL.
+/// How long a child may take to exit after its stop signal before it gets
+/// SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Width of the name column in front of each child's log line.
@@ -30,17 +31,23 @@ pub type StopRequest = watch::Receiver<Option<&'static str>>;
 pub struct Supervised {
     name: &'static str,
     pid: u32,
+    stop_signal: &'static str,
     child: Child,
 }
 
 impl Supervised {
     /// Starts `command` as `name`, in a new process group, with stdin
-    /// closed and stdout and stderr forwarded line by line.
+    /// closed and stdout and stderr forwarded line by line. `stop_signal`
+    /// (such as `TERM`) is what [`Supervised::stop`] sends.
     ///
     /// # Errors
     ///
     /// Fails when the program cannot be started.
-    pub fn spawn(name: &'static str, mut command: Command) -> Result<Self> {
+    pub fn spawn(
+        name: &'static str,
+        mut command: Command,
+        stop_signal: &'static str,
+    ) -> Result<Self> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -57,7 +64,12 @@ impl Supervised {
         forward_output(name, &mut child);
         say(&format!("started {name} (PID {pid})"));
 
-        Ok(Self { name, pid, child })
+        Ok(Self {
+            name,
+            pid,
+            stop_signal,
+            child,
+        })
     }
 
     /// Returns the child's name as shown in front of its log lines.
@@ -118,14 +130,15 @@ impl Supervised {
         }
     }
 
-    /// Stops the child: SIGTERM by PID, then SIGKILL after [`STOP_GRACE`].
+    /// Stops the child: its stop signal by PID, then SIGKILL after
+    /// [`STOP_GRACE`].
     pub async fn stop(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
             say(&format!("{} had already exited ({status})", self.name));
             return;
         }
 
-        send_signal(self.pid, "TERM");
+        send_signal(self.pid, self.stop_signal);
         match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
             Ok(Ok(status)) => say(&format!(
                 "stopped {} (PID {}, {status})",
@@ -134,10 +147,11 @@ impl Supervised {
             Ok(Err(error)) => say(&format!("waiting for {} failed: {error}", self.name)),
             Err(_) => {
                 say(&format!(
-                    "{} (PID {}) still running {} s after SIGTERM; sending SIGKILL",
+                    "{} (PID {}) still running {} s after SIG{}; sending SIGKILL",
                     self.name,
                     self.pid,
-                    STOP_GRACE.as_secs()
+                    STOP_GRACE.as_secs(),
+                    self.stop_signal
                 ));
                 let _ = self.child.start_kill();
                 let _ = self.child.wait().await;

@@ -48,12 +48,13 @@ impl PgTools {
     ///
     /// Fails, naming the Debian package to install, when they are missing.
     pub fn find() -> Result<Self> {
-        let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).collect())
-            .unwrap_or_default();
-        candidates.extend(debian_bin_dirs());
+        let mut dirs = path_dirs();
+        dirs.extend(debian_bin_dirs());
+        Self::find_in(&dirs)
+    }
 
-        for dir in candidates {
+    fn find_in(dirs: &[PathBuf]) -> Result<Self> {
+        for dir in dirs {
             let initdb = dir.join("initdb");
             let pg_ctl = dir.join("pg_ctl");
             if initdb.is_file() && pg_ctl.is_file() {
@@ -404,12 +405,29 @@ pub fn running_as_root() -> Result<bool> {
 
 fn as_postgres_command(program: &Path, as_postgres_user: bool) -> Command {
     if as_postgres_user {
-        let mut command = Command::new("runuser");
+        let mut command = Command::new(runuser());
         command.args(["-u", "postgres", "--"]).arg(program);
         command
     } else {
         Command::new(program)
     }
+}
+
+fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect())
+        .unwrap_or_default()
+}
+
+/// Finds `runuser`, which lives in /usr/sbin and so is missing from the
+/// PATH of many non-login shells.
+fn runuser() -> PathBuf {
+    let mut dirs = path_dirs();
+    dirs.extend([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]);
+    dirs.into_iter()
+        .map(|dir| dir.join("runuser"))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| PathBuf::from("runuser"))
 }
 
 fn debian_bin_dirs() -> Vec<PathBuf> {
@@ -507,7 +525,7 @@ async fn chown_to_postgres(path: &Path) -> Result<()> {
 }
 
 async fn postgres_can_use(dir: &Path) -> Result<bool> {
-    let status = Command::new("runuser")
+    let status = Command::new(runuser())
         .args(["-u", "postgres", "--", "test", "-w"])
         .arg(dir)
         .args(["-a", "-x"])
@@ -517,7 +535,7 @@ async fn postgres_can_use(dir: &Path) -> Result<bool> {
         .stderr(Stdio::null())
         .status()
         .await
-        .context("running runuser failed")?;
+        .context("running runuser (from the Debian package util-linux) failed")?;
     Ok(status.success())
 }
 
@@ -553,6 +571,17 @@ mod tests {
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn missing_server_programs_name_the_package() {
+        let empty = tempfile::tempdir().expect("temp dir");
+
+        let error = PgTools::find_in(&[empty.path().to_path_buf()])
+            .expect_err("no programs there")
+            .to_string();
+
+        assert!(error.contains("apt-get install postgresql"), "{error}");
     }
 
     #[test]
