@@ -6,7 +6,10 @@
 //! here listens on anything but 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod echo;
+pub mod edge_proxy;
 pub mod hanko;
 pub mod item_api;
+pub mod jwks;
 pub mod pg;
 pub mod process;
