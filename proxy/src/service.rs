@@ -323,6 +323,9 @@ impl ProxyHttp for EdgeProxy {
             };
         };
         if session.response_written().is_none() {
+            // The connection is not reused after a proxy failure; saying so
+            // keeps clients from sending the next request into a closed socket.
+            session.set_keepalive(None);
             if let Err(write_error) = self.reject(session, ctx, rejection).await {
                 tracing::debug!(error = %write_error, "writing the error response failed");
             }

@@ -22,7 +22,7 @@ use jsonwebtoken::Algorithm;
 use moka::Expiry;
 use moka::future::Cache;
 use pingora::server::ShutdownWatch;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use url::Url;
 
 use super::keyset::{KeySet, KeySetError};
@@ -119,6 +119,9 @@ pub struct KeySource {
     settings: JwksSettings,
     cache: Cache<(), Arc<FetchedKeys>>,
     refresh: Mutex<RefreshState>,
+    /// Wakes the refresh loop when a fetch outside it loaded a new set,
+    /// whose max-age may call for an earlier refresh.
+    loaded: Notify,
     started: Instant,
     /// Milliseconds after `started` of the last failed fetch, plus one; 0
     /// when no fetch has failed since the last success.
@@ -159,6 +162,7 @@ impl KeySource {
             settings,
             cache,
             refresh: Mutex::new(RefreshState::default()),
+            loaded: Notify::new(),
             started: Instant::now(),
             last_failure_ms: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
@@ -201,12 +205,15 @@ impl KeySource {
                 retry_after_seconds: remaining.as_secs().max(1),
             });
         }
-        self.cache
+        let keys = self
+            .cache
             .try_get_with((), self.fetch())
             .await
             .map_err(|_| KeysUnavailable {
                 retry_after_seconds: self.settings.retry.as_secs().max(1),
-            })
+            })?;
+        self.loaded.notify_one();
+        Ok(keys)
     }
 
     /// Refetches the set because a token named `kid`, which the set lacks.
@@ -232,6 +239,7 @@ impl KeySource {
         tracing::info!(url = %self.url, "refetching the key set for an unknown kid");
         let keys = self.fetch().await.ok()?;
         self.cache.insert((), keys.clone()).await;
+        self.loaded.notify_one();
         keys.set.contains(kid).then_some(keys)
     }
 
@@ -242,6 +250,7 @@ impl KeySource {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
+                () = self.loaded.notified() => {}
                 _ = shutdown.changed() => return,
             }
 
