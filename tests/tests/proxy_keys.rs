@@ -1,0 +1,300 @@
+//! edge-proxy key set handling against the real binary: rotation without a
+//! restart, bounded refetching, one shared cold fetch, and what happens
+//! while the key set cannot be fetched.
+
+use std::time::Duration;
+
+use hanko_dev::keys::{DEFAULT_KEY_BITS, SigningKey};
+use hanko_edge_tests::echo::EchoServer;
+use hanko_edge_tests::edge_proxy::{
+    EdgeProxy, ProxyConfig, ProxyStack, hanko_claims, poll_until, test_client,
+};
+use hanko_edge_tests::jwks::JwksServer;
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::json;
+
+const USER: &str = "c1a7e9d2-4b3f-4e8a-a1b2-c3d4e5f60718";
+const POLL_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn status_with_token(client: &reqwest::Client, url: &str, token: &str) -> u16 {
+    client
+        .get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("the proxy answers")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn added_key_passes_after_one_refetch_and_removed_key_fails_after_refresh() {
+    let stack = ProxyStack::start().await;
+    let url = stack.proxy.url("/api/x");
+    let old_token = stack.valid_token(USER);
+    assert_eq!(
+        status_with_token(&stack.client, &url, &old_token).await,
+        200
+    );
+    let fetches_before = stack.jwks.fetch_count();
+
+    // Rotation as Hanko does it: a new key in front, the old one still
+    // published, with a short max-age so the removal below shows soon.
+    let new_key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    stack.jwks.set_max_age(Some(1));
+    stack.jwks.add_key(&new_key);
+    let new_token = new_key.sign(&hanko_claims(USER)).expect("signs");
+
+    assert_eq!(
+        status_with_token(&stack.client, &url, &new_token).await,
+        200
+    );
+    assert_eq!(
+        stack.jwks.fetch_count(),
+        fetches_before + 1,
+        "an unseen kid costs exactly one refetch"
+    );
+    assert_eq!(
+        status_with_token(&stack.client, &url, &old_token).await,
+        200
+    );
+
+    stack.jwks.remove_key(stack.key.kid());
+    let old_rejected = poll_until(POLL_TIMEOUT, || async {
+        status_with_token(&stack.client, &url, &old_token).await == 401
+    })
+    .await;
+    assert!(
+        old_rejected,
+        "a token of a removed key must fail after the next refresh:\n{}",
+        stack.proxy.log()
+    );
+    assert_eq!(
+        status_with_token(&stack.client, &url, &new_token).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn random_kids_cost_at_most_one_refetch() {
+    let stack = ProxyStack::start().await;
+    let url = stack.proxy.url("/api/x");
+    let claims = hanko_claims(USER);
+
+    for _ in 0..100 {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(uuid::Uuid::new_v4().to_string());
+        let token =
+            jsonwebtoken::encode(&header, &claims, stack.key.encoding_key()).expect("signs");
+        assert_eq!(status_with_token(&stack.client, &url, &token).await, 401);
+    }
+
+    assert!(
+        stack.jwks.fetch_count() <= 2,
+        "100 random kids caused {} key set fetches",
+        stack.jwks.fetch_count()
+    );
+}
+
+#[tokio::test]
+async fn concurrent_cold_requests_share_one_fetch() {
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let jwks = JwksServer::start(&[&key]).await;
+    jwks.set_delay(Duration::from_millis(700));
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url()).standard_routes(upstream.addr());
+    let proxy = EdgeProxy::spawn(&config.to_toml()).await;
+    let client = test_client();
+    let url = proxy.url("/api/x");
+
+    let tokens: Vec<String> = (0..50)
+        .map(|index| {
+            let mut claims = hanko_claims(&format!("user-{index}"));
+            claims["session_id"] = json!(index.to_string());
+            key.sign(&claims).expect("signs")
+        })
+        .collect();
+    let mut requests = tokio::task::JoinSet::new();
+    for token in tokens {
+        let client = client.clone();
+        let url = url.clone();
+        requests.spawn(async move { status_with_token(&client, &url, &token).await });
+    }
+    let statuses: Vec<u16> = requests.join_all().await;
+
+    assert!(
+        statuses.iter().all(|status| *status == 200),
+        "statuses: {statuses:?}\n{}",
+        proxy.log()
+    );
+    assert_eq!(jwks.fetch_count(), 1, "50 cold requests share one fetch");
+}
+
+#[tokio::test]
+async fn warm_keys_serve_within_stale_window_while_key_set_is_down() {
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let mut jwks = JwksServer::start(&[&key]).await;
+    jwks.set_max_age(Some(1));
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url())
+        .standard_routes(upstream.addr())
+        .auth("token_cache = { enabled = false }")
+        .jwks("stale_seconds = 600")
+        .jwks("retry_seconds = 1");
+    let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
+    let client = test_client();
+    let url = proxy.url("/api/x");
+    let token = key.sign(&hanko_claims(USER)).expect("signs");
+    assert_eq!(status_with_token(&client, &url, &token).await, 200);
+
+    jwks.go_down().await;
+    let refresh_failed = poll_until(POLL_TIMEOUT, || async {
+        proxy.log().contains("fetching the key set failed")
+    })
+    .await;
+    assert!(
+        refresh_failed,
+        "the refresh should have failed:\n{}",
+        proxy.log()
+    );
+
+    let fresh_token = key.sign(&hanko_claims("another-user")).expect("signs");
+    assert_eq!(status_with_token(&client, &url, &token).await, 200);
+    assert_eq!(status_with_token(&client, &url, &fresh_token).await, 200);
+
+    jwks.come_up().await;
+    jwks.set_unavailable(true);
+    let answered_503 = poll_until(POLL_TIMEOUT, || async { jwks.fetch_count() >= 3 }).await;
+    assert!(answered_503, "the proxy should retry the key set");
+    assert_eq!(status_with_token(&client, &url, &token).await, 200);
+}
+
+#[tokio::test]
+async fn keys_past_stale_window_give_503_never_401() {
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let mut jwks = JwksServer::start(&[&key]).await;
+    jwks.set_max_age(Some(1));
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url())
+        .standard_routes(upstream.addr())
+        .jwks("stale_seconds = 1")
+        .jwks("retry_seconds = 1");
+    let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
+    let client = test_client();
+    let url = proxy.url("/api/x");
+    let token = key.sign(&hanko_claims(USER)).expect("signs");
+    assert_eq!(status_with_token(&client, &url, &token).await, 200);
+
+    jwks.go_down().await;
+    let became_503 = poll_until(POLL_TIMEOUT, || async {
+        let status = status_with_token(&client, &url, &token).await;
+        assert!(status == 200 || status == 503, "unexpected status {status}");
+        status == 503
+    })
+    .await;
+    assert!(became_503, "expired keys must give 503:\n{}", proxy.log());
+}
+
+#[tokio::test]
+async fn cold_proxy_with_key_set_down_gives_503_then_recovers() {
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let mut jwks = JwksServer::start(&[&key]).await;
+    jwks.go_down().await;
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url())
+        .standard_routes(upstream.addr())
+        .jwks("retry_seconds = 1");
+    let proxy = EdgeProxy::spawn(&config.to_toml()).await;
+    let client = test_client();
+    let token = key.sign(&hanko_claims(USER)).expect("signs");
+
+    let ready = client
+        .get(proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(ready.status(), 503);
+
+    let response = client
+        .get(proxy.url("/api/x"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .expect("503 carries Retry-After")
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("Retry-After is seconds");
+    assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
+    let body: serde_json::Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], 503);
+    assert_eq!(upstream.request_count(), 0);
+
+    let public = client
+        .get(proxy.url("/public/x"))
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(public.status(), 200, "routes without auth keep working");
+
+    jwks.come_up().await;
+    let recovered = poll_until(POLL_TIMEOUT, || async {
+        status_with_token(&client, &proxy.url("/api/x"), &token).await == 200
+    })
+    .await;
+    assert!(
+        recovered,
+        "the proxy should load the keys once they are back"
+    );
+    let ready = client
+        .get(proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn unusable_keys_in_the_set_are_skipped() {
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let jwks = JwksServer::start(&[]).await;
+    let short_modulus = "w".repeat(171);
+    jwks.set_jwks(vec![
+        json!({"kty": "RSA", "kid": "short", "alg": "RS256", "n": short_modulus, "e": "AQAB"}),
+        json!({"kty": "EC", "kid": "ec", "crv": "P-521", "x": "AA", "y": "AA"}),
+        json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"}),
+        key.public_jwk(),
+    ]);
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url()).standard_routes(upstream.addr());
+    let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
+    let client = test_client();
+
+    let token = key.sign(&hanko_claims(USER)).expect("signs");
+    assert_eq!(
+        status_with_token(&client, &proxy.url("/api/x"), &token).await,
+        200
+    );
+    assert!(
+        proxy.log().contains("skipping a key the proxy cannot use"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test]
+async fn token_cache_can_be_turned_off() {
+    let stack =
+        ProxyStack::start_with(|config| config.auth("token_cache = { enabled = false }")).await;
+    let url = stack.proxy.url("/api/x");
+    let token = stack.valid_token(USER);
+
+    for _ in 0..3 {
+        assert_eq!(status_with_token(&stack.client, &url, &token).await, 200);
+    }
+}

@@ -1,0 +1,249 @@
+//! edge-proxy upstream handling against the real binary: refused and silent
+//! upstreams, round-robin with a failed peer skipped, prefix stripping and
+//! host and method matching.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use hanko_edge_tests::echo::{EchoServer, Echoed};
+use hanko_edge_tests::edge_proxy::{ProxyStack, test_client};
+use hanko_edge_tests::process::free_loopback_addr;
+use serde_json::Value;
+
+async fn problem(response: reqwest::Response) -> (u16, Option<String>, Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|value| value.to_str().expect("ASCII").to_owned());
+    let body = response.json().await.expect("problem body is JSON");
+    (status, content_type, body)
+}
+
+#[tokio::test]
+async fn refusing_upstream_gives_502_and_proxy_keeps_serving() {
+    let closed = free_loopback_addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/down\"\nupstream = \"{closed}\"\nauth = \"none\""
+        ))
+    })
+    .await;
+
+    let (status, content_type, body) = problem(
+        stack
+            .client
+            .get(stack.proxy.url("/down/x"))
+            .send()
+            .await
+            .expect("the proxy answers"),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["status"], 502);
+    assert_eq!(body["title"], "Bad Gateway");
+
+    let after = stack
+        .client
+        .get(stack.proxy.url("/public/x"))
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(after.status(), 200);
+}
+
+#[tokio::test]
+async fn silent_upstream_gives_504_within_timeout() {
+    let silent = EchoServer::start_silent().await;
+    let silent_addr = silent.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/slow\"\nupstream = \"{silent_addr}\"\nauth = \"none\"\nread_timeout_ms = 500"
+        ))
+    })
+    .await;
+
+    let started = Instant::now();
+    let (status, content_type, body) = problem(
+        stack
+            .client
+            .get(stack.proxy.url("/slow/x"))
+            .send()
+            .await
+            .expect("the proxy answers"),
+    )
+    .await;
+    let elapsed = started.elapsed();
+
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["title"], "Gateway Timeout");
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(5),
+        "answered after {elapsed:?}"
+    );
+    assert_eq!(
+        silent.request_count(),
+        1,
+        "a timed-out request is not retried"
+    );
+
+    for _ in 0..3 {
+        let after = stack
+            .client
+            .get(stack.proxy.url("/public/x"))
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert_eq!(after.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn peers_rotate_and_a_refusing_peer_is_skipped() {
+    let first = EchoServer::start_named("first").await;
+    let second = EchoServer::start_named("second").await;
+    let closed = free_loopback_addr();
+    let (first_addr, second_addr) = (first.addr(), second.addr());
+    let stack = ProxyStack::start_with(|config| {
+        config
+            .route(&format!(
+                "path_prefix = \"/pool\"\nupstream = [\"{first_addr}\", \"{second_addr}\"]\nauth = \"none\""
+            ))
+            .route(&format!(
+                "path_prefix = \"/half\"\nupstream = [\"{closed}\", \"{first_addr}\"]\nauth = \"none\""
+            ))
+    })
+    .await;
+
+    let mut servers = BTreeSet::new();
+    for _ in 0..4 {
+        let response = stack
+            .client
+            .get(stack.proxy.url("/pool/x"))
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert_eq!(response.status(), 200);
+        let echoed = Echoed::from_body(&response.bytes().await.expect("body"));
+        servers.insert(echoed.server().to_owned());
+    }
+    assert_eq!(
+        servers.into_iter().collect::<Vec<_>>(),
+        ["first", "second"],
+        "round-robin reaches both peers"
+    );
+
+    for _ in 0..6 {
+        let response = stack
+            .client
+            .get(stack.proxy.url("/half/x"))
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert_eq!(response.status(), 200, "the refusing peer is skipped");
+    }
+}
+
+#[tokio::test]
+async fn strip_prefix_sends_the_rest_of_the_path() {
+    let upstream = EchoServer::start().await;
+    let upstream_addr = upstream.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/svc\"\nupstream = \"{upstream_addr}\"\nauth = \"none\"\nstrip_prefix = true"
+        ))
+    })
+    .await;
+
+    for (path, expected) in [("/svc/v1/item?q=1", "/v1/item?q=1"), ("/svc", "/")] {
+        let response = stack
+            .client
+            .get(stack.proxy.url(path))
+            .send()
+            .await
+            .expect("the proxy answers");
+        let echoed = Echoed::from_body(&response.bytes().await.expect("body"));
+        assert_eq!(echoed.target(), expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn host_and_method_select_the_route() {
+    let admin = EchoServer::start_named("admin").await;
+    let writer = EchoServer::start_named("writer").await;
+    let (admin_addr, writer_addr) = (admin.addr(), writer.addr());
+    let stack = ProxyStack::start_with(|config| {
+        config
+            .route(&format!(
+                "path_prefix = \"/public\"\nhost = \"admin.example.com\"\nupstream = \"{admin_addr}\"\nauth = \"none\""
+            ))
+            .route(&format!(
+                "path_prefix = \"/public\"\nmethods = [\"POST\"]\nupstream = \"{writer_addr}\"\nauth = \"none\""
+            ))
+    })
+    .await;
+    let client = test_client();
+
+    let by_host = stack
+        .proxy
+        .raw_request(
+            b"GET /public/x HTTP/1.1\r\nHost: Admin.Example.com:8080\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    assert_eq!(Echoed::from_body(&by_host.body).server(), "admin");
+
+    let by_method = client
+        .post(stack.proxy.url("/public/x"))
+        .body("{}")
+        .send()
+        .await
+        .expect("the proxy answers");
+    let echoed = Echoed::from_body(&by_method.bytes().await.expect("body"));
+    assert_eq!(echoed.server(), "writer");
+    assert_eq!(echoed.method(), "POST");
+
+    let default = client
+        .get(stack.proxy.url("/public/x"))
+        .send()
+        .await
+        .expect("the proxy answers");
+    let echoed = Echoed::from_body(&default.bytes().await.expect("body"));
+    assert_eq!(echoed.server(), "echo");
+}
+
+#[tokio::test]
+async fn unknown_path_gets_404_problem() {
+    let stack = ProxyStack::start().await;
+
+    let (status, content_type, body) = problem(
+        stack
+            .client
+            .get(stack.proxy.url("/nowhere"))
+            .send()
+            .await
+            .expect("the proxy answers"),
+    )
+    .await;
+
+    assert_eq!(status, 404);
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["status"], 404);
+    assert_eq!(stack.upstream.request_count(), 0);
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer() {
+    let stack = ProxyStack::start().await;
+
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/other", 404)] {
+        let response = stack
+            .client
+            .get(stack.proxy.admin_url(path))
+            .send()
+            .await
+            .expect("admin answers");
+        assert_eq!(response.status().as_u16(), status, "{path}");
+    }
+}
