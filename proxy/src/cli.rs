@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::LogFormat;
 
 /// Pingora reverse proxy that lets requests through only with a valid Hanko
-/// session token and tells the upstream who the user is.
+/// session token and passes the verified user id to the upstream.
 #[derive(Debug, Parser)]
 #[command(name = "edge-proxy", version)]
 pub struct Cli {
@@ -24,7 +24,7 @@ pub struct Cli {
     #[arg(long)]
     pub upgrade: bool,
 
-    /// What to do; serves when omitted.
+    /// The subcommand; without one the proxy serves.
     #[command(subcommand)]
     pub command: Option<Command>,
 }

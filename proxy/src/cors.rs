@@ -36,7 +36,7 @@ pub struct CorsPolicy {
     max_age: HeaderValue,
 }
 
-/// Why a preflight was refused.
+/// The reason a preflight was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CorsRejection {
     /// The origin is not on the route's list.

@@ -4,8 +4,8 @@
 //! Every refusal and upstream failure goes through [`Rejection`], so clients
 //! see one body shape (`application/problem+json` with `title`, `status` and
 //! `detail`) whether the request was refused before the upstream or the
-//! upstream failed. Bodies never carry internal error text; the access log
-//! holds the reason.
+//! upstream failed. Bodies never carry internal error text. The access log
+//! records the reason.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};

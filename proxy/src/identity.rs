@@ -1,4 +1,4 @@
-//! The identity the proxy tells the upstream, and the removal of every
+//! The identity the proxy passes to the upstream, and the removal of every
 //! client-sent header that could pass for it.
 //!
 //! Identity headers are matched case-insensitively with `_` read as `-`,
@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::auth::token::VerifiedToken;
 use crate::config::ClaimHeader;
 
-/// The verified user as the upstream sees it.
+/// The verified user, as passed to the upstream.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// The `sub` claim.

@@ -1,5 +1,5 @@
 //! edge-proxy: a Pingora reverse proxy that forwards a request only with a
-//! valid Hanko session token and tells the upstream who the user is.
+//! valid Hanko session token and passes the verified user id upstream.
 //!
 //! `main` reads as the list of start-up steps; each step lives in its own
 //! module. TLS termination is not done here: run the proxy behind a TLS

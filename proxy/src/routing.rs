@@ -22,7 +22,7 @@ use crate::config::RouteConfig;
 /// How long a peer that failed to connect is skipped while others remain.
 const PEER_HOLD_DOWN: Duration = Duration::from_secs(5);
 
-/// Why a request path was rejected.
+/// The reason a request path was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// The path does not start with `/`.
@@ -193,7 +193,7 @@ pub fn host_without_port(host: &str) -> &str {
 #[derive(Debug)]
 struct Peer {
     address: SocketAddr,
-    /// Milliseconds after [`clock_start`] until which the peer is skipped.
+    /// Value of [`clock_ms`] until which the peer is skipped.
     down_until_ms: AtomicU64,
 }
 
@@ -515,7 +515,8 @@ mod tests {
         let post = router.find(None, &Method::POST, "/api/x").expect("route");
         assert_eq!(post.config.methods.as_ref().map(Vec::len), Some(1));
         let get = router.find(None, &Method::GET, "/api/x").expect("route");
-        assert!(get.config.host.is_none() && get.config.methods.is_none());
+        assert!(get.config.host.is_none());
+        assert!(get.config.methods.is_none());
     }
 
     #[test]

@@ -43,7 +43,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Longest client-sent request id kept, in bytes.
+/// Maximum length of a client-sent request id that is kept, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 /// How long an idle upstream connection stays in the pool.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

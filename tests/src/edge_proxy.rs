@@ -27,8 +27,8 @@ const RAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The text of a test config, built up table by table.
 ///
-/// `listen`, `admin_listen` and `upgrade_socket` are added by
-/// [`EdgeProxy::spawn`]; everything else is what the test sets.
+/// `listen`, `admin_listen`, `upgrade_socket` and `worker_threads = 2` are
+/// added by [`EdgeProxy::spawn`]; everything else is what the test sets.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     hanko_api_url: String,
@@ -132,7 +132,8 @@ pub struct EdgeProxy {
 
 impl EdgeProxy {
     /// Writes `config` (TOML with a `[proxy]` table but without `listen`,
-    /// `admin_listen` and `upgrade_socket`) with free loopback ports, starts
+    /// `admin_listen`, `upgrade_socket` and `worker_threads`) with free
+    /// loopback ports, starts
     /// the binary and waits until the admin `/healthz` returns 200.
     ///
     /// # Panics

@@ -2,9 +2,9 @@
 //! the signature check.
 //!
 //! An entry lives until the earlier of the token's `exp` and the configured
-//! TTL, and counts only while the key that verified it is still in the
-//! current key set: a key removed at the next refresh takes its tokens with
-//! it. Failed tokens are never cached, so a forged token pays the full check
+//! TTL. It counts only while the key that verified it is still in the
+//! current key set, so a key removed at the next refresh takes its tokens
+//! with it. Failed tokens are never cached, so a forged token pays the full check
 //! every time. The cache is bounded in entries (moka evicts by TinyLFU).
 
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
 
-/// Where a token came from.
+/// The place a token was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenSource {
     /// `Authorization: Bearer`.
@@ -29,7 +29,7 @@ impl TokenSource {
     }
 }
 
-/// What the request carries.
+/// The outcome of looking for a token.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Extracted<'a> {
     /// No token: no `Authorization` header and no session cookie, or an

@@ -30,10 +30,10 @@ use crate::config::JwksSettings;
 
 /// Largest key set document read, in bytes.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
-/// Shortest refresh period, whatever `max-age` says, so that `max-age=0`
-/// cannot turn into a fetch loop.
+/// Minimum refresh period, whatever `max-age` is set to, so that
+/// `max-age=0` cannot turn into a fetch loop.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// Longest refresh period, whatever `max-age` says.
+/// Maximum refresh period, whatever `max-age` is set to.
 const MAX_REFRESH: Duration = Duration::from_secs(24 * 60 * 60);
 /// Share of `max-age` after which the background loop refreshes.
 const REFRESH_AT_PERCENT: u32 = 80;
@@ -64,7 +64,7 @@ pub struct KeysUnavailable {
     pub retry_after_seconds: u64,
 }
 
-/// Why one fetch failed.
+/// The reason one fetch failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// The request failed or timed out.
@@ -218,7 +218,7 @@ impl KeySource {
 
     /// Refetches the set because a token named `kid`, which the set lacks.
     ///
-    /// Returns the new set when it now holds `kid`. Returns `None` without a
+    /// Returns the new set when it now contains `kid`. Returns `None` without a
     /// fetch while the cooldown since the last unknown-`kid` refetch runs.
     pub async fn refetch_for_kid(&self, kid: &str) -> Option<Arc<FetchedKeys>> {
         let mut state = self.refresh.lock().await;

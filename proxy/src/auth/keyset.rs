@@ -57,11 +57,11 @@ pub struct KeySet {
 pub struct SkippedKey {
     /// The key's `kid`, or `None` when it had none.
     pub kid: Option<String>,
-    /// Why the key cannot be used.
+    /// The reason the key cannot be used.
     pub reason: String,
 }
 
-/// Why a key set document could not be read at all.
+/// The reason a key set document yields no keys.
 #[derive(Debug, thiserror::Error)]
 pub enum KeySetError {
     /// The body is not a JSON object with a `keys` array.
@@ -80,7 +80,7 @@ impl KeySet {
     ///
     /// # Errors
     ///
-    /// Fails when the document is not a key set or holds no usable key; the
+    /// Fails when the document is not a key set or contains no usable key; the
     /// skipped keys come back alongside a successful set.
     pub fn from_jwks(
         body: &[u8],
@@ -129,7 +129,7 @@ impl KeySet {
         self.keys.get(kid)
     }
 
-    /// Reports whether the set holds a key with this `kid`.
+    /// Reports whether the set contains a key with this `kid`.
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }

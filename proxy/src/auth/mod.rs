@@ -25,7 +25,7 @@ use cache::TokenCache;
 use jwks::{KeySource, KeysUnavailable};
 use token::{Refusal, TokenPolicy};
 
-/// Why a token did not yield an identity.
+/// The reason a token yields no identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// The token failed a check: 401.

@@ -32,7 +32,8 @@ pub struct TokenPolicy {
     pub max_token_bytes: usize,
 }
 
-/// Why a token was refused. The names are stable: logs and metrics use them.
+/// The reason a token was rejected. The names are stable because logs and
+/// metrics use them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Refusal {
     /// The token is longer than the configured limit.
@@ -65,7 +66,7 @@ pub enum Refusal {
     /// `iat` is in the future.
     #[error("the token was issued in the future")]
     IssuedInFuture,
-    /// `aud` is missing or holds none of the accepted audiences.
+    /// `aud` is missing or contains none of the accepted audiences.
     #[error("the token is not meant for this audience")]
     BadAudience,
     /// `iss` is missing or differs from the configured issuer.

@@ -135,7 +135,7 @@ pub struct TokenCacheFile {
     /// Maximum number of cached tokens.
     #[serde(default = "default_token_cache_max_entries")]
     pub max_entries: u64,
-    /// Longest time a token stays cached, in seconds (never past its `exp`).
+    /// Maximum time a token stays cached, in seconds (never past its `exp`).
     #[serde(default = "default_token_cache_ttl_seconds")]
     pub ttl_seconds: u64,
 }

@@ -50,7 +50,7 @@ pub struct Config {
 pub struct AuthConfig {
     /// Base URL of the Hanko API, when given.
     pub hanko_api_url: Option<Url>,
-    /// Where the key set is fetched from.
+    /// URL the key set is fetched from.
     pub jwks_url: Url,
     /// The checks every token must pass.
     pub policy: TokenPolicy,
@@ -97,11 +97,11 @@ pub struct JwksSettings {
 pub struct TokenCacheSettings {
     /// Maximum number of cached tokens.
     pub max_entries: u64,
-    /// Longest time a token stays cached.
+    /// Maximum time a token stays cached.
     pub ttl: Duration,
 }
 
-/// What a route demands of the caller.
+/// The authentication a route demands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     /// A valid token is needed.
@@ -134,7 +134,7 @@ pub struct RouteConfig {
     pub methods: Option<Vec<Method>>,
     /// Upstream addresses, used round-robin.
     pub upstreams: Vec<SocketAddr>,
-    /// What the route demands of the caller.
+    /// The authentication the route demands.
     pub auth: AuthMode,
     /// Remove `path_prefix` from the forwarded path.
     pub strip_prefix: bool,
@@ -152,7 +152,7 @@ impl Config {
     /// # Errors
     ///
     /// Fails when the file cannot be read, is not valid TOML of the expected
-    /// shape, or holds a value that does not validate; the message names the
+    /// shape, or contains a value that does not validate; the message names the
     /// file, the key and the value.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)

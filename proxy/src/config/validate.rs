@@ -2,9 +2,9 @@
 //!
 //! Every problem names the key (`proxy.routes[0].upstream[1]`), the value and
 //! what is wrong, and all problems are reported together so one `check` run
-//! shows them all. Validation never panics and never touches the network;
-//! upstream host names are resolved through the system resolver only when they
-//! are not literal addresses.
+//! shows them all. Validation never panics. Its only I/O is resolving
+//! upstream host names that are not literal addresses, through the system
+//! resolver.
 
 use std::collections::HashSet;
 use std::fmt;
