@@ -115,6 +115,10 @@ impl Stack {
         tools: PgTools,
         stop: &StopRequest,
     ) -> Result<()> {
+        // A build before this may have taken minutes; honour a stop
+        // requested meanwhile before starting anything.
+        check_stop(stop)?;
+
         // Step 1: PostgreSQL. Recorded before it starts, so a failure half
         // way still ends in `pg_ctl stop`.
         let cluster = self
