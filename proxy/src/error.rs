@@ -45,6 +45,16 @@ pub enum Rejection {
         /// Seconds the client should wait before retrying.
         retry_after_seconds: u64,
     },
+    /// The session check is on and Hanko cannot confirm the session.
+    SessionCheckUnavailable {
+        /// Seconds the client should wait before retrying.
+        retry_after_seconds: u64,
+    },
+    /// The user (or client address) is over the route's rate limit.
+    RateLimited {
+        /// Seconds until a request would be allowed, at least 1.
+        retry_after_seconds: u64,
+    },
     /// The upstream did not answer within the configured timeout.
     UpstreamTimeout,
     /// A bug in the proxy.
@@ -59,9 +69,10 @@ impl Rejection {
             Self::MissingToken | Self::InvalidToken(_) => 401,
             Self::CorsRefused(_) => 403,
             Self::NoRoute => 404,
+            Self::RateLimited { .. } => 429,
             Self::Internal => 500,
             Self::UpstreamUnavailable => 502,
-            Self::KeysUnavailable { .. } => 503,
+            Self::KeysUnavailable { .. } | Self::SessionCheckUnavailable { .. } => 503,
             Self::UpstreamTimeout => 504,
         }
     }
@@ -79,6 +90,8 @@ impl Rejection {
             Self::NoRoute => "no_route",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::KeysUnavailable { .. } => "keys_unavailable",
+            Self::SessionCheckUnavailable { .. } => "session_check_unavailable",
+            Self::RateLimited { .. } => "rate_limited",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::Internal => "internal_error",
         }
@@ -90,6 +103,7 @@ impl Rejection {
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
+            429 => "Too Many Requests",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
@@ -118,6 +132,14 @@ impl Rejection {
             Self::KeysUnavailable { .. } => {
                 "Session tokens cannot be checked right now because the signing keys are unavailable; retry later.".to_owned()
             }
+            Self::SessionCheckUnavailable { .. } => {
+                "The session cannot be checked right now because Hanko is unreachable; retry later.".to_owned()
+            }
+            Self::RateLimited {
+                retry_after_seconds,
+            } => format!(
+                "Too many requests; retry after {retry_after_seconds} seconds."
+            ),
             Self::UpstreamTimeout => "The upstream service did not answer in time.".to_owned(),
             Self::Internal => "The proxy failed to handle the request.".to_owned(),
         }
@@ -166,16 +188,30 @@ impl Rejection {
         if let Some(challenge) = self.challenge() {
             header.insert_header(WWW_AUTHENTICATE, challenge)?;
         }
-        if let Self::KeysUnavailable {
-            retry_after_seconds,
-        } = self
-        {
-            header.insert_header(RETRY_AFTER, retry_after_seconds.to_string())?;
+        if let Some(seconds) = self.retry_after_seconds() {
+            header.insert_header(RETRY_AFTER, seconds.to_string())?;
         }
         for (name, value) in extra {
             header.append_header(name.clone(), value.clone())?;
         }
         Ok(header)
+    }
+
+    /// Returns the `Retry-After` value in seconds, for the rejections that
+    /// end once time passes.
+    pub fn retry_after_seconds(self) -> Option<u64> {
+        match self {
+            Self::KeysUnavailable {
+                retry_after_seconds,
+            }
+            | Self::SessionCheckUnavailable {
+                retry_after_seconds,
+            }
+            | Self::RateLimited {
+                retry_after_seconds,
+            } => Some(retry_after_seconds),
+            _ => None,
+        }
     }
 
     /// Maps an error Pingora reports while proxying to the answer the client
@@ -269,6 +305,49 @@ mod tests {
         .expect("header");
         assert_eq!(header.status.as_u16(), 503);
         assert_eq!(header_value(&header, RETRY_AFTER).as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn rate_limited_is_429_with_retry_after() {
+        let rejection = Rejection::RateLimited {
+            retry_after_seconds: 3,
+        };
+        let header = rejection.response_header(10, &[]).expect("header");
+        let body: serde_json::Value = serde_json::from_slice(&rejection.body()).expect("JSON");
+
+        assert_eq!(header.status.as_u16(), 429);
+        assert_eq!(header_value(&header, RETRY_AFTER).as_deref(), Some("3"));
+        assert!(header_value(&header, WWW_AUTHENTICATE).is_none());
+        assert_eq!(body["title"], "Too Many Requests");
+        assert_eq!(body["status"], 429);
+        assert_eq!(rejection.reason(), "rate_limited");
+    }
+
+    #[test]
+    fn revoked_session_is_invalid_token() {
+        let rejection = Rejection::InvalidToken(Refusal::SessionRevoked);
+        let header = rejection.response_header(10, &[]).expect("header");
+
+        assert_eq!(header.status.as_u16(), 401);
+        assert_eq!(
+            header_value(&header, WWW_AUTHENTICATE).as_deref(),
+            Some(
+                "Bearer realm=\"hanko-edge\", error=\"invalid_token\", error_description=\"the session has been revoked\""
+            )
+        );
+        assert_eq!(rejection.reason(), "session_revoked");
+    }
+
+    #[test]
+    fn session_check_unavailable_is_503_with_retry_after() {
+        let rejection = Rejection::SessionCheckUnavailable {
+            retry_after_seconds: 1,
+        };
+        let header = rejection.response_header(10, &[]).expect("header");
+
+        assert_eq!(header.status.as_u16(), 503);
+        assert_eq!(header_value(&header, RETRY_AFTER).as_deref(), Some("1"));
+        assert_eq!(rejection.reason(), "session_check_unavailable");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Identity {
     pub kid: String,
     /// The token's `exp`, in seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The `session_id` claim, when it is a string.
+    pub session_id: Option<String>,
     /// Headers to set on the upstream request, user id first.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -54,10 +56,17 @@ impl Identity {
             }
         }
 
+        let session_id = token
+            .claims
+            .get("session_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+
         Self {
             subject: token.subject,
             kid: token.kid,
             expires_at: token.expires_at,
+            session_id,
             headers,
         }
     }

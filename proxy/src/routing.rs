@@ -11,13 +11,14 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::Method;
 
 use crate::config::RouteConfig;
+use crate::ratelimit::RateLimiter;
 
 /// How long a peer that failed to connect is skipped while others remain.
 const PEER_HOLD_DOWN: Duration = Duration::from_secs(5);
@@ -204,6 +205,8 @@ pub struct Route {
     pub config: RouteConfig,
     /// Name used in logs: the prefix, with the host when set.
     pub label: String,
+    /// The route's token buckets, when it has a rate limit.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
     peers: Vec<Peer>,
     next_peer: AtomicUsize,
 }
@@ -222,9 +225,13 @@ impl Route {
                 down_until_ms: AtomicU64::new(0),
             })
             .collect();
+        let rate_limiter = config
+            .rate_limit
+            .map(|settings| Arc::new(RateLimiter::new(settings)));
         Self {
             config,
             label,
+            rate_limiter,
             peers,
             next_peer: AtomicUsize::new(0),
         }
@@ -314,6 +321,26 @@ impl Router {
             )
         });
         Self { routes }
+    }
+
+    /// Takes over the rate limit buckets of `previous` for every route with
+    /// the same path prefix, host, methods and rate limit, so that a config
+    /// reload does not give every user a full burst again.
+    pub fn share_rate_limiters(&mut self, previous: &Router) {
+        for route in &mut self.routes {
+            let Some(settings) = route.config.rate_limit else {
+                continue;
+            };
+            let kept = previous.routes.iter().find(|old| {
+                old.config.path_prefix == route.config.path_prefix
+                    && old.config.host == route.config.host
+                    && old.config.methods == route.config.methods
+                    && old.config.rate_limit == Some(settings)
+            });
+            if let Some(limiter) = kept.and_then(|old| old.rate_limiter.clone()) {
+                route.rate_limiter = Some(limiter);
+            }
+        }
     }
 
     /// Finds the route for a request; `host` is without the port.
@@ -479,6 +506,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
             cors: None,
+            rate_limit: None,
         }
     }
 
@@ -564,5 +592,33 @@ mod tests {
             "a failed peer is the last resort"
         );
         assert_eq!(route.pick_peer(&[0, 1, 2]), None);
+    }
+
+    #[test]
+    fn reload_keeps_buckets_of_unchanged_limits() {
+        use crate::ratelimit::{RateDecision, RateKey, RateLimitSettings};
+
+        let limited = |requests_per_second| {
+            let mut config = route("/api", None, None);
+            config.rate_limit = Some(RateLimitSettings {
+                requests_per_second,
+                burst: 1,
+            });
+            config
+        };
+        let user = || RateKey::User("ada".into());
+        let previous = Router::new(vec![limited(0.01)]);
+        let limiter = previous.get(0).rate_limiter.as_ref().expect("limited");
+        assert_eq!(limiter.check(user()), RateDecision::Allowed);
+
+        let mut same = Router::new(vec![limited(0.01)]);
+        same.share_rate_limiters(&previous);
+        let kept = same.get(0).rate_limiter.as_ref().expect("limited");
+        assert!(matches!(kept.check(user()), RateDecision::Limited { .. }));
+
+        let mut changed = Router::new(vec![limited(0.02)]);
+        changed.share_rate_limiters(&previous);
+        let fresh = changed.get(0).rate_limiter.as_ref().expect("limited");
+        assert_eq!(fresh.check(user()), RateDecision::Allowed);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! 1. `new_ctx`: load the runtime once, start the clock.
 //! 2. `request_filter`: request id, path normalisation, CORS preflight,
-//!    route, token. Every refusal is answered here and never reaches an
-//!    upstream.
+//!    route, token (and session check), then the route's rate limit, which
+//!    comes after authentication so it can count per verified user. Every
+//!    refusal is answered here and never reaches an upstream.
 //! 3. `upstream_peer` / `fail_to_connect`: round-robin peer, skipping peers
 //!    that refused a connection.
 //! 4. `upstream_request_filter`: strip spoofed identity headers, set the
@@ -33,6 +34,7 @@ use crate::config::AuthMode;
 use crate::cors::preflight_parts;
 use crate::error::{Rejection, respond};
 use crate::identity::Identity;
+use crate::ratelimit::{RateDecision, RateKey};
 use crate::routing::{PathError, host_without_port, normalize_path};
 use crate::runtime::{Runtime, SharedRuntime};
 
@@ -172,6 +174,38 @@ impl EdgeProxy {
             Err(AuthError::Unavailable(unavailable)) => Err(Rejection::KeysUnavailable {
                 retry_after_seconds: unavailable.retry_after_seconds,
             }),
+            Err(AuthError::SessionUnavailable(unavailable)) => {
+                Err(Rejection::SessionCheckUnavailable {
+                    retry_after_seconds: unavailable.retry_after_seconds,
+                })
+            }
+        }
+    }
+
+    /// Counts the request against the route's rate limit, keyed by the
+    /// verified user, else by the client address. Routes without a limit
+    /// cost one branch.
+    fn check_rate_limit(session: &Session, ctx: &RequestContext) -> Result<(), Rejection> {
+        let Some(route) = ctx.route else {
+            return Ok(());
+        };
+        let Some(limiter) = &ctx.runtime.router.get(route).rate_limiter else {
+            return Ok(());
+        };
+        let key = match (&ctx.identity, client_ip(session)) {
+            (Some(identity), _) => RateKey::User(identity.subject.as_str().into()),
+            (None, Some(ip)) => RateKey::Address(ip),
+            // Listeners are TCP only, so every client has an address; were
+            // one missing, such requests would share one bucket.
+            (None, None) => RateKey::Address(std::net::Ipv4Addr::UNSPECIFIED.into()),
+        };
+        match limiter.check(key) {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited {
+                retry_after_seconds,
+            } => Err(Rejection::RateLimited {
+                retry_after_seconds,
+            }),
         }
     }
 }
@@ -214,7 +248,10 @@ impl ProxyHttp for EdgeProxy {
 
         let route = ctx.route.expect("route_request stores the route it found");
         let mode = ctx.runtime.router.get(route).config.auth;
-        match self.authenticate(session, ctx, mode).await {
+        if let Err(rejection) = self.authenticate(session, ctx, mode).await {
+            return self.reject(session, ctx, rejection).await;
+        }
+        match Self::check_rate_limit(session, ctx) {
             Ok(()) => Ok(false),
             Err(rejection) => self.reject(session, ctx, rejection).await,
         }

@@ -101,6 +101,7 @@ mod tests {
             subject: "user".to_owned(),
             kid: kid.to_owned(),
             expires_at,
+            session_id: None,
             headers: Vec::new(),
         })
     }

@@ -1,14 +1,16 @@
 //! Authentication: from a token candidate to the identity it grants.
 //!
 //! [`Authenticator::authenticate`] ties the parts together: the current key
-//! set from `jwks`, the verified-token cache, the pure check in `token`, and
-//! one refetch when the token names an unseen `kid`. Token extraction from the
+//! set from `jwks`, the verified-token cache, the pure check in `token`,
+//! one refetch when the token names an unseen `kid`, and, when configured,
+//! the session check with Hanko in `session`. Token extraction from the
 //! request is in `extract`; deciding what a route demands is the caller's job.
 
 pub mod cache;
 pub mod extract;
 pub mod jwks;
 pub mod keyset;
+pub mod session;
 pub mod token;
 
 #[cfg(test)]
@@ -23,6 +25,7 @@ use crate::config::{AuthConfig, ClaimHeader};
 use crate::identity::Identity;
 use cache::TokenCache;
 use jwks::{KeySource, KeysUnavailable};
+use session::{SessionChecker, SessionUnavailable};
 use token::{Refusal, TokenPolicy};
 
 /// The reason a token yields no identity.
@@ -34,6 +37,9 @@ pub enum AuthError {
     /// No key set is available to check it: 503.
     #[error(transparent)]
     Unavailable(#[from] KeysUnavailable),
+    /// The session check is on and Hanko cannot confirm the session: 503.
+    #[error(transparent)]
+    SessionUnavailable(SessionUnavailable),
 }
 
 /// A successful authentication.
@@ -50,6 +56,7 @@ pub struct Authenticator {
     policy: TokenPolicy,
     keys: Arc<KeySource>,
     cache: Option<TokenCache>,
+    session: Option<Arc<SessionChecker>>,
     user_id_header: HeaderName,
     claim_headers: Vec<ClaimHeader>,
 }
@@ -61,6 +68,10 @@ impl Authenticator {
             policy: config.policy.clone(),
             keys,
             cache: config.token_cache.map(TokenCache::new),
+            session: config
+                .session_check
+                .clone()
+                .map(|settings| Arc::new(SessionChecker::new(settings))),
             user_id_header: config.user_id_header.clone(),
             claim_headers: config.claim_headers.clone(),
         }
@@ -76,14 +87,47 @@ impl Authenticator {
         self.cache.as_ref()
     }
 
+    /// Returns the session checker, when `session_check = "validate"`.
+    pub fn session_checker(&self) -> Option<&SessionChecker> {
+        self.session.as_deref()
+    }
+
+    /// Takes over the session checker of `previous` when both have the same
+    /// session check settings, so that a config reload keeps the cached
+    /// responses and the time Hanko last responded (which bounds the
+    /// `"accept"` policy).
+    pub fn share_session_checker(&mut self, previous: &Authenticator) {
+        if let (Some(current), Some(kept)) = (&self.session, &previous.session)
+            && current.settings() == kept.settings()
+        {
+            self.session = Some(kept.clone());
+        }
+    }
+
     /// Checks `token` and returns the identity it grants.
+    ///
+    /// With the session check on, a token that passed the local checks (or
+    /// came from the verified-token cache) is also checked with Hanko.
     ///
     /// # Errors
     ///
     /// [`AuthError::Invalid`] when the token fails a check (after one
-    /// refetch for an unseen `kid`), [`AuthError::Unavailable`] when no key
-    /// set can be had.
+    /// refetch for an unseen `kid`) or its session is revoked,
+    /// [`AuthError::Unavailable`] when no key set can be had,
+    /// [`AuthError::SessionUnavailable`] when Hanko cannot confirm the
+    /// session and the policy rejects.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
+        let authenticated = self.verify_locally(token).await?;
+        if let Some(session) = &self.session {
+            session
+                .check(token, authenticated.identity.session_id.as_deref())
+                .await?;
+        }
+        Ok(authenticated)
+    }
+
+    /// Checks `token` against the key set and the verified-token cache.
+    async fn verify_locally(&self, token: &str) -> Result<Authenticated, AuthError> {
         let keys = self.keys.current().await?;
         let now = unix_now();
 
@@ -129,4 +173,54 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn authenticator(session_lines: &str) -> Authenticator {
+        let text = format!(
+            "[proxy]\n[proxy.auth]\nhanko_api_url = \"http://127.0.0.1:8000\"\naudience = \"localhost\"\n{session_lines}\n[[proxy.routes]]\npath_prefix = \"/\"\nupstream = \"127.0.0.1:8081\"\nauth = \"required\"\n"
+        );
+        let config = Config::from_toml(&text).expect("valid config");
+        let keys = KeySource::new(
+            config.auth.jwks_url.clone(),
+            config.auth.policy.algorithms.clone(),
+            config.auth.jwks,
+        )
+        .expect("key source");
+        Authenticator::new(&config.auth, Arc::new(keys))
+    }
+
+    fn same_checker(left: &Authenticator, right: &Authenticator) -> bool {
+        match (left.session_checker(), right.session_checker()) {
+            (Some(left), Some(right)) => std::ptr::eq(left, right),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn reload_keeps_session_checker_with_same_settings() {
+        let previous = authenticator("session_check = \"validate\"");
+        let mut reloaded = authenticator("session_check = \"validate\"");
+        assert!(!same_checker(&previous, &reloaded));
+
+        reloaded.share_session_checker(&previous);
+        assert!(same_checker(&previous, &reloaded));
+    }
+
+    #[test]
+    fn reload_with_new_settings_replaces_checker() {
+        let previous = authenticator("session_check = \"validate\"");
+        let mut reloaded = authenticator("session_check = \"validate\"\nsession_cache_seconds = 5");
+
+        reloaded.share_session_checker(&previous);
+        assert!(!same_checker(&previous, &reloaded));
+
+        let mut jwks_only = authenticator("");
+        jwks_only.share_session_checker(&previous);
+        assert!(jwks_only.session_checker().is_none());
+    }
 }

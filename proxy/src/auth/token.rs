@@ -78,6 +78,12 @@ pub enum Refusal {
     /// A registered claim has the wrong type.
     #[error("the token's claims are invalid")]
     InvalidClaims,
+    /// The session check is on and the token has no `session_id`.
+    #[error("the token has no session id")]
+    MissingSessionId,
+    /// Hanko says the token's session no longer exists.
+    #[error("the session has been revoked")]
+    SessionRevoked,
 }
 
 impl Refusal {
@@ -98,6 +104,8 @@ impl Refusal {
             Self::BadIssuer => "bad_issuer",
             Self::BadSubject => "bad_subject",
             Self::InvalidClaims => "invalid_claims",
+            Self::MissingSessionId => "missing_session_id",
+            Self::SessionRevoked => "session_revoked",
         }
     }
 }

@@ -89,6 +89,29 @@ pub struct AuthFile {
     /// Cache of tokens that already passed every check.
     #[serde(default)]
     pub token_cache: TokenCacheFile,
+    /// `"jwks"` (signature and claims only) or `"validate"` (also ask Hanko
+    /// whether the session still exists).
+    #[serde(default = "default_session_check")]
+    pub session_check: String,
+    /// Explicit URL of Hanko's `POST /sessions/validate`; overrides the one
+    /// derived from `hanko_api_url`.
+    pub session_validate_url: Option<String>,
+    /// How long Hanko's response is cached per session, in seconds.
+    #[serde(default = "default_session_cache_seconds")]
+    pub session_cache_seconds: u64,
+    /// Maximum number of sessions whose response is cached.
+    #[serde(default = "default_session_cache_max_entries")]
+    pub session_cache_max_entries: u64,
+    /// Timeout of one session check call, in milliseconds.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// `"reject"` (503) or `"accept"` when Hanko cannot be reached.
+    #[serde(default = "default_session_unreachable")]
+    pub session_unreachable: String,
+    /// Under `"accept"`: how long after Hanko's last response locally valid
+    /// tokens are still accepted, in seconds.
+    #[serde(default = "default_session_accept_unreachable_seconds")]
+    pub session_accept_unreachable_seconds: u64,
 }
 
 /// `[proxy.auth.jwks]`.
@@ -175,6 +198,21 @@ pub struct RouteFile {
     pub read_timeout_ms: u64,
     /// CORS settings; without them the proxy answers no preflight.
     pub cors: Option<CorsFile>,
+    /// Per-user rate limit; no limit when absent.
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+/// `rate_limit = { requests_per_second = N, burst = M }` of a route.
+///
+/// Both are read as plain numbers so that validation can name a negative or
+/// zero value instead of failing with a type error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Sustained rate per user (or client address), in requests per second.
+    pub requests_per_second: f64,
+    /// Requests a user may send at once after being idle.
+    pub burst: i64,
 }
 
 /// `[proxy.routes.cors]`.
@@ -290,6 +328,30 @@ fn default_token_cache_max_entries() -> u64 {
 
 fn default_token_cache_ttl_seconds() -> u64 {
     300
+}
+
+fn default_session_check() -> String {
+    "jwks".to_owned()
+}
+
+fn default_session_cache_seconds() -> u64 {
+    30
+}
+
+fn default_session_cache_max_entries() -> u64 {
+    100_000
+}
+
+fn default_session_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_session_unreachable() -> String {
+    "reject".to_owned()
+}
+
+fn default_session_accept_unreachable_seconds() -> u64 {
+    60
 }
 
 fn default_connect_timeout_ms() -> u64 {

@@ -17,8 +17,10 @@ use anyhow::Context as _;
 use http::{HeaderName, Method};
 use url::Url;
 
+use crate::auth::session::SessionCheckSettings;
 use crate::auth::token::TokenPolicy;
 use crate::cors::CorsPolicy;
+use crate::ratelimit::RateLimitSettings;
 
 pub use validate::ConfigError;
 
@@ -64,6 +66,9 @@ pub struct AuthConfig {
     pub jwks: JwksSettings,
     /// Verified-token cache settings; `None` turns the cache off.
     pub token_cache: Option<TokenCacheSettings>,
+    /// Session check with Hanko (`session_check = "validate"`); `None`
+    /// checks signature and claims only.
+    pub session_check: Option<SessionCheckSettings>,
 }
 
 /// One claim copied into an upstream header.
@@ -144,6 +149,8 @@ pub struct RouteConfig {
     pub read_timeout: Duration,
     /// CORS policy, when configured.
     pub cors: Option<CorsPolicy>,
+    /// Per-user rate limit, when configured.
+    pub rate_limit: Option<RateLimitSettings>,
 }
 
 impl Config {

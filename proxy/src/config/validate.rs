@@ -17,12 +17,14 @@ use http::{HeaderName, Method};
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::file::{AuthFile, CorsFile, ProxyFile, RouteFile};
+use super::file::{AuthFile, CorsFile, ProxyFile, RateLimitFile, RouteFile};
 use super::{
     AuthConfig, AuthMode, ClaimHeader, Config, JwksSettings, RouteConfig, TokenCacheSettings,
 };
+use crate::auth::session::{SessionCheckSettings, UnreachablePolicy};
 use crate::auth::token::TokenPolicy;
 use crate::cors::{AllowedOrigins, CorsPolicy};
+use crate::ratelimit::RateLimitSettings;
 use crate::routing::normalize_path;
 
 /// Largest leeway accepted, in seconds; more would make `exp` meaningless.
@@ -33,6 +35,18 @@ const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 256..=65_536;
 const MAX_WORKER_THREADS: usize = 1024;
 /// Longest CORS preflight cache time accepted, in seconds (one day).
 const MAX_CORS_MAX_AGE_SECONDS: u64 = 86_400;
+/// Session response cache times accepted, in seconds. Longer would let a
+/// revoked session through for too long.
+const SESSION_CACHE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Times a token may be accepted after Hanko's last response, in seconds.
+const SESSION_ACCEPT_UNREACHABLE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Session check call timeouts accepted, in milliseconds.
+const SESSION_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=60_000;
+/// Rate limits accepted, in requests per second; the bounds keep the
+/// bucket arithmetic in nanoseconds far from overflow.
+const REQUESTS_PER_SECOND_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
+/// Burst sizes accepted, in requests.
+const BURST_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
 /// Headers the proxy itself manages, which a claim mapping may not replace.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -252,6 +266,7 @@ fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> 
             None
         }
     };
+    let session_check = validate_session_check(&file, hanko_api_url.as_ref(), problems);
 
     let audiences = match file.audience {
         None => {
@@ -415,6 +430,109 @@ fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> 
             fetch_timeout: Duration::from_millis(jwks.fetch_timeout_ms),
         },
         token_cache,
+        session_check,
+    })
+}
+
+/// Validates the `session_*` keys of `[proxy.auth]`; returns the settings
+/// when `session_check = "validate"` and every key is valid.
+fn validate_session_check(
+    file: &AuthFile,
+    hanko_api_url: Option<&Url>,
+    problems: &mut Problems,
+) -> Option<SessionCheckSettings> {
+    let before = problems.0.len();
+
+    for (key, value, range) in [
+        (
+            "proxy.auth.session_cache_seconds",
+            file.session_cache_seconds,
+            SESSION_CACHE_SECONDS_RANGE,
+        ),
+        (
+            "proxy.auth.session_accept_unreachable_seconds",
+            file.session_accept_unreachable_seconds,
+            SESSION_ACCEPT_UNREACHABLE_SECONDS_RANGE,
+        ),
+        (
+            "proxy.auth.session_timeout_ms",
+            file.session_timeout_ms,
+            SESSION_TIMEOUT_MS_RANGE,
+        ),
+    ] {
+        if !range.contains(&value) {
+            problems.add(
+                key,
+                value,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+        }
+    }
+    if file.session_cache_max_entries == 0 {
+        problems.add(
+            "proxy.auth.session_cache_max_entries",
+            0,
+            "must be at least 1",
+        );
+    }
+
+    let unreachable = match file.session_unreachable.as_str() {
+        "reject" => UnreachablePolicy::Reject,
+        "accept" => UnreachablePolicy::Accept {
+            max_since_reachable: Duration::from_secs(file.session_accept_unreachable_seconds),
+        },
+        other => {
+            problems.add(
+                "proxy.auth.session_unreachable",
+                other,
+                "must be \"reject\" or \"accept\"",
+            );
+            UnreachablePolicy::Reject
+        }
+    };
+
+    let explicit_url = file
+        .session_validate_url
+        .as_deref()
+        .and_then(|value| parse_fetch_url("proxy.auth.session_validate_url", value, problems));
+    let enabled = match file.session_check.as_str() {
+        "jwks" => false,
+        "validate" => true,
+        other => {
+            problems.add(
+                "proxy.auth.session_check",
+                other,
+                "must be \"jwks\" (signature and claims only) or \"validate\" (also ask Hanko)",
+            );
+            false
+        }
+    };
+    if !enabled {
+        return None;
+    }
+    let validate_url = match (explicit_url, hanko_api_url) {
+        (Some(url), _) => url,
+        (None, Some(base)) => session_validate_url_from_api(base),
+        (None, None) => {
+            if file.session_validate_url.is_none() && file.hanko_api_url.is_none() {
+                problems.missing(
+                    "proxy.auth.hanko_api_url",
+                    "session_check = \"validate\" needs hanko_api_url (or session_validate_url) to reach POST /sessions/validate",
+                );
+            }
+            return None;
+        }
+    };
+
+    if problems.0.len() > before {
+        return None;
+    }
+    Some(SessionCheckSettings {
+        validate_url,
+        cache_ttl: Duration::from_secs(file.session_cache_seconds),
+        cache_max_entries: file.session_cache_max_entries,
+        timeout: Duration::from_millis(file.session_timeout_ms),
+        unreachable,
     })
 }
 
@@ -474,6 +592,13 @@ fn jwks_url_from_api(base: &Url) -> Url {
         "{}/.well-known/jwks.json",
         base.path().trim_end_matches('/')
     );
+    url.set_path(&path);
+    url
+}
+
+fn session_validate_url_from_api(base: &Url) -> Url {
+    let mut url = base.clone();
+    let path = format!("{}/sessions/validate", base.path().trim_end_matches('/'));
     url.set_path(&path);
     url
 }
@@ -638,6 +763,9 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
     let cors = file
         .cors
         .and_then(|cors| validate_cors(&format!("{key}.cors"), cors, problems));
+    let rate_limit = file
+        .rate_limit
+        .and_then(|limit| validate_rate_limit(&format!("{key}.rate_limit"), &limit, problems));
 
     if problems.0.len() > before {
         return None;
@@ -652,7 +780,46 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
         connect_timeout: Duration::from_millis(file.connect_timeout_ms),
         read_timeout: Duration::from_millis(file.read_timeout_ms),
         cors,
+        rate_limit,
     })
+}
+
+fn validate_rate_limit(
+    key: &str,
+    file: &RateLimitFile,
+    problems: &mut Problems,
+) -> Option<RateLimitSettings> {
+    let rate_ok = REQUESTS_PER_SECOND_RANGE.contains(&file.requests_per_second);
+    if !rate_ok {
+        problems.add(
+            &format!("{key}.requests_per_second"),
+            file.requests_per_second,
+            format!(
+                "must be a number between {} and {}",
+                REQUESTS_PER_SECOND_RANGE.start(),
+                REQUESTS_PER_SECOND_RANGE.end()
+            ),
+        );
+    }
+    let burst = u32::try_from(file.burst)
+        .ok()
+        .filter(|_| BURST_RANGE.contains(&file.burst));
+    if burst.is_none() {
+        problems.add(
+            &format!("{key}.burst"),
+            file.burst,
+            format!(
+                "must be a whole number between {} and {}",
+                BURST_RANGE.start(),
+                BURST_RANGE.end()
+            ),
+        );
+    }
+    Some(RateLimitSettings {
+        requests_per_second: file.requests_per_second,
+        burst: burst?,
+    })
+    .filter(|_| rate_ok)
 }
 
 fn parse_method(value: &str) -> Option<Method> {
@@ -787,6 +954,7 @@ fn is_token_byte(byte: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::Config;
+    use crate::auth::session::UnreachablePolicy;
 
     const MINIMAL: &str = r#"
         [proxy]
@@ -1146,6 +1314,221 @@ mod tests {
         );
         let config = Config::from_toml(&text).expect("valid");
         assert!(config.routes[0].cors.is_some());
+    }
+
+    #[test]
+    fn session_check_defaults_to_jwks() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        assert!(config.auth.session_check.is_none());
+    }
+
+    #[test]
+    fn session_check_validate_derives_url_and_defaults() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nsession_check = \"validate\"");
+        let config = Config::from_toml(&text).expect("valid");
+        let session = config.auth.session_check.expect("session check on");
+
+        assert_eq!(
+            session.validate_url.as_str(),
+            "http://127.0.0.1:8000/sessions/validate"
+        );
+        assert_eq!(session.cache_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(session.timeout, std::time::Duration::from_millis(2000));
+        assert_eq!(session.unreachable, UnreachablePolicy::Reject);
+    }
+
+    #[test]
+    fn session_validate_url_keeps_tenant_path() {
+        let text = MINIMAL
+            .replace(
+                "http://127.0.0.1:8000",
+                "https://auth.example.com/tenant-1/",
+            )
+            .replace("[proxy.auth]", "[proxy.auth]\nsession_check = \"validate\"");
+        let config = Config::from_toml(&text).expect("valid");
+
+        assert_eq!(
+            config
+                .auth
+                .session_check
+                .expect("session check on")
+                .validate_url
+                .as_str(),
+            "https://auth.example.com/tenant-1/sessions/validate"
+        );
+    }
+
+    #[test]
+    fn session_accept_policy_is_read() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\nsession_check = \"validate\"\nsession_unreachable = \"accept\"\nsession_accept_unreachable_seconds = 120",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+
+        assert_eq!(
+            config
+                .auth
+                .session_check
+                .expect("session check on")
+                .unreachable,
+            UnreachablePolicy::Accept {
+                max_since_reachable: std::time::Duration::from_secs(120)
+            }
+        );
+    }
+
+    #[test]
+    fn session_check_validate_without_url_is_rejected() {
+        let text = MINIMAL.replace(
+            "hanko_api_url = \"http://127.0.0.1:8000\"",
+            "jwks_url = \"http://127.0.0.1:8000/keys\"\nsession_check = \"validate\"",
+        );
+        assert_rejected(&text, "session_check = \"validate\" needs hanko_api_url");
+    }
+
+    #[test]
+    fn explicit_session_validate_url_is_enough() {
+        let text = MINIMAL.replace(
+            "hanko_api_url = \"http://127.0.0.1:8000\"",
+            "jwks_url = \"http://127.0.0.1:8000/keys\"\nsession_check = \"validate\"\nsession_validate_url = \"http://127.0.0.1:7000/v\"",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(
+            config
+                .auth
+                .session_check
+                .expect("session check on")
+                .validate_url
+                .as_str(),
+            "http://127.0.0.1:7000/v"
+        );
+    }
+
+    #[test]
+    fn plain_http_session_validate_url_off_loopback_is_rejected() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\nsession_check = \"validate\"\nsession_validate_url = \"http://auth.example.com/sessions/validate\"",
+        );
+        assert_rejected(&text, "proxy.auth.session_validate_url");
+    }
+
+    #[test]
+    fn unknown_session_check_is_rejected() {
+        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nsession_check = \"hanko\"");
+        assert_rejected(&text, "proxy.auth.session_check = \"hanko\"");
+    }
+
+    #[test]
+    fn unknown_session_unreachable_is_rejected() {
+        let text = MINIMAL.replace(
+            "[proxy.auth]",
+            "[proxy.auth]\nsession_unreachable = \"ignore\"",
+        );
+        assert_rejected(&text, "proxy.auth.session_unreachable = \"ignore\"");
+    }
+
+    #[test]
+    fn session_times_are_bounded() {
+        for (line, expected) in [
+            (
+                "session_cache_seconds = 0",
+                "proxy.auth.session_cache_seconds = 0",
+            ),
+            (
+                "session_cache_seconds = 86400",
+                "proxy.auth.session_cache_seconds = 86400",
+            ),
+            (
+                "session_accept_unreachable_seconds = 3601",
+                "proxy.auth.session_accept_unreachable_seconds = 3601",
+            ),
+            (
+                "session_timeout_ms = 0",
+                "proxy.auth.session_timeout_ms = 0",
+            ),
+            (
+                "session_cache_max_entries = 0",
+                "proxy.auth.session_cache_max_entries = 0",
+            ),
+        ] {
+            let text = MINIMAL.replace(
+                "[proxy.auth]",
+                &format!("[proxy.auth]\nsession_check = \"validate\"\n{line}"),
+            );
+            assert_rejected(&text, expected);
+        }
+    }
+
+    #[test]
+    fn rate_limit_is_read() {
+        let text = format!("{MINIMAL}rate_limit = {{ requests_per_second = 5, burst = 10 }}\n");
+        let config = Config::from_toml(&text).expect("valid");
+        let limit = config.routes[0].rate_limit.expect("rate limit set");
+
+        assert_eq!(limit.requests_per_second, 5.0);
+        assert_eq!(limit.burst, 10);
+    }
+
+    #[test]
+    fn fractional_rate_limit_is_accepted() {
+        let text = format!("{MINIMAL}rate_limit = {{ requests_per_second = 0.5, burst = 1 }}\n");
+        let config = Config::from_toml(&text).expect("valid");
+        assert!(config.routes[0].rate_limit.is_some());
+    }
+
+    #[test]
+    fn route_without_rate_limit_has_none() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        assert!(config.routes[0].rate_limit.is_none());
+    }
+
+    #[test]
+    fn bad_rate_limits_are_named() {
+        for (value, expected) in [
+            (
+                "{ requests_per_second = 0, burst = 1 }",
+                "proxy.routes[0].rate_limit.requests_per_second = 0.0",
+            ),
+            (
+                "{ requests_per_second = -5, burst = 1 }",
+                "proxy.routes[0].rate_limit.requests_per_second = -5.0",
+            ),
+            (
+                "{ requests_per_second = nan, burst = 1 }",
+                "proxy.routes[0].rate_limit.requests_per_second = NaN",
+            ),
+            (
+                "{ requests_per_second = inf, burst = 1 }",
+                "proxy.routes[0].rate_limit.requests_per_second = inf",
+            ),
+            (
+                "{ requests_per_second = 5, burst = 0 }",
+                "proxy.routes[0].rate_limit.burst = 0",
+            ),
+            (
+                "{ requests_per_second = 5, burst = -3 }",
+                "proxy.routes[0].rate_limit.burst = -3",
+            ),
+            (
+                "{ requests_per_second = 5, burst = 10000000 }",
+                "proxy.routes[0].rate_limit.burst = 10000000",
+            ),
+        ] {
+            let text = format!("{MINIMAL}rate_limit = {value}\n");
+            assert_rejected(&text, expected);
+        }
+    }
+
+    #[test]
+    fn rate_limit_needs_both_numbers_and_no_others() {
+        let missing = format!("{MINIMAL}rate_limit = {{ requests_per_second = 5 }}\n");
+        assert_rejected(&missing, "burst");
+        let unknown = format!(
+            "{MINIMAL}rate_limit = {{ requests_per_second = 5, burst = 1, per = \"user\" }}\n"
+        );
+        assert_rejected(&unknown, "per");
     }
 
     #[test]
