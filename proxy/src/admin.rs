@@ -1,10 +1,12 @@
-//! The admin listener: liveness and readiness for orchestrators and tests.
+//! The admin listener: liveness, readiness and metrics for orchestrators,
+//! monitoring and tests.
 //!
 //! `GET /healthz` answers 200 while the process serves. `GET /readyz`
 //! answers 200 once a key set is loaded and 503 before, so a load balancer
-//! sends no traffic that could only get 503s. Other paths get a
-//! problem+json 404. The listener is separate from the proxy listeners so
-//! that it can stay on loopback while the proxy faces the network.
+//! sends no traffic that could only get 503s. `GET /metrics` returns the
+//! Prometheus text format. Other paths get a problem+json 404. The listener
+//! is separate from the proxy listeners so that it can stay on loopback
+//! while the proxy faces the network; nothing here needs a token.
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -12,6 +14,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::metrics;
 use crate::runtime::SharedRuntime;
 
 /// The admin HTTP application.
@@ -53,9 +56,13 @@ impl ServeHttp for AdminApp {
                     )
                 }
             }
+            "/metrics" => {
+                let text = metrics::render(&self.runtime.load());
+                build_bytes(StatusCode::OK, metrics::CONTENT_TYPE, text.into_bytes())
+            }
             _ => problem(
                 StatusCode::NOT_FOUND,
-                "The admin listener serves /healthz and /readyz.",
+                "The admin listener serves /healthz, /readyz and /metrics.",
             ),
         }
     }
@@ -76,6 +83,10 @@ fn problem(status: StatusCode, detail: &str) -> Response<Vec<u8>> {
 
 fn build(status: StatusCode, content_type: &str, body: &serde_json::Value) -> Response<Vec<u8>> {
     let bytes = serde_json::to_vec(body).expect("a JSON value always serializes");
+    build_bytes(status, content_type, bytes)
+}
+
+fn build_bytes(status: StatusCode, content_type: &str, bytes: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)

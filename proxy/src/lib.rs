@@ -13,6 +13,7 @@ pub mod cors;
 pub mod error;
 pub mod identity;
 pub mod logging;
+pub mod metrics;
 pub mod ratelimit;
 pub mod refresher;
 pub mod routing;

@@ -14,12 +14,15 @@ use crate::auth::Authenticator;
 use crate::auth::jwks::KeySource;
 use crate::config::Config;
 use crate::identity::IdentityHeaders;
+use crate::metrics::RouteMetrics;
 use crate::routing::Router;
 
 /// Routes and authentication settings of one config generation.
 pub struct Runtime {
     /// Route table.
     pub router: Router,
+    /// Request counters and latency histograms, indexed like `router`.
+    pub route_metrics: RouteMetrics,
     /// Token checking.
     pub authenticator: Authenticator,
     /// Header names only the proxy may set.
@@ -35,8 +38,14 @@ pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
 impl Runtime {
     /// Builds the runtime for `config`, reading keys from `keys`.
     pub fn new(config: &Config, keys: Arc<KeySource>) -> Self {
+        let router = Router::new(config.routes.clone());
+        // The router holds one route per configured route, in its own order.
+        let route_metrics = RouteMetrics::new(
+            (0..config.routes.len()).map(|index| router.get(index).label.as_str()),
+        );
         Self {
-            router: Router::new(config.routes.clone()),
+            router,
+            route_metrics,
             authenticator: Authenticator::new(&config.auth, keys),
             identity_headers: IdentityHeaders::new(
                 &config.auth.user_id_header,

@@ -1,7 +1,8 @@
 //! The Pingora `ProxyHttp` implementation: the request path from arrival to
 //! the access log, with the methods in the order Pingora calls them.
 //!
-//! 1. `new_ctx`: load the runtime once, start the clock.
+//! 1. `new_ctx`: load the runtime once, start the clock, count the request
+//!    as in flight until its context is dropped.
 //! 2. `request_filter`: request id, path normalisation, CORS preflight,
 //!    route, token (and session check), then the route's rate limit, which
 //!    comes after authentication so it can count per verified user. Every
@@ -12,7 +13,7 @@
 //!    forwarding headers, the identity and the normalised path.
 //! 5. `response_filter`: request id and CORS headers on the response.
 //! 6. `fail_to_proxy`: upstream failures as problem+json 502/504.
-//! 7. `logging`: one access event per request.
+//! 7. `logging`: one access event and the request metrics per request.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::config::AuthMode;
 use crate::cors::preflight_parts;
 use crate::error::{Rejection, respond};
 use crate::identity::Identity;
+use crate::metrics::{self, InFlight};
 use crate::ratelimit::{RateDecision, RateKey};
 use crate::routing::{PathError, host_without_port, normalize_path};
 use crate::runtime::{Runtime, SharedRuntime};
@@ -71,6 +73,11 @@ pub struct RequestContext {
     token_from_cache: bool,
     rejection: Option<Rejection>,
     cors_headers: Vec<(HeaderName, HeaderValue)>,
+    /// When the first upstream peer was picked.
+    upstream_started: Option<Instant>,
+    /// Time from `upstream_started` to the upstream's response header.
+    upstream_latency: Option<Duration>,
+    _in_flight: InFlight,
 }
 
 impl EdgeProxy {
@@ -228,6 +235,9 @@ impl ProxyHttp for EdgeProxy {
             token_from_cache: false,
             rejection: None,
             cors_headers: Vec::new(),
+            upstream_started: None,
+            upstream_latency: None,
+            _in_flight: InFlight::start(),
         }
     }
 
@@ -271,6 +281,7 @@ impl ProxyHttp for EdgeProxy {
             .ok_or_else(|| Error::explain(ErrorType::ConnectError, "every upstream peer failed"))?;
         ctx.tried_peers.push(peer_index);
         ctx.peer = Some(peer_index);
+        ctx.upstream_started.get_or_insert_with(Instant::now);
 
         let mut peer = HttpPeer::new(route.peer_address(peer_index), false, String::new());
         peer.options.connection_timeout = Some(route.config.connect_timeout);
@@ -340,6 +351,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
+        ctx.upstream_latency = ctx.upstream_started.map(|started| started.elapsed());
         upstream_response.insert_header(REQUEST_ID.clone(), ctx.request_id.clone())?;
         for (name, value) in &ctx.cors_headers {
             upstream_response.insert_header(name.clone(), value.clone())?;
@@ -402,6 +414,16 @@ impl ProxyHttp for EdgeProxy {
             _ => None,
         };
         let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+
+        ctx.runtime.route_metrics.record_request(
+            ctx.route,
+            &request.method,
+            status,
+            ctx.upstream_latency,
+        );
+        if let Some(rejection) = ctx.rejection {
+            metrics::record_refusal(rejection.reason());
+        }
 
         tracing::info!(
             target: "edge_proxy::access",

@@ -69,8 +69,13 @@ impl TokenCache {
         self.cache.insert(token.into(), identity);
     }
 
-    /// Returns the number of cached tokens (approximate, for metrics).
+    /// Returns the number of cached tokens, for metrics.
+    ///
+    /// moka applies inserts and removals to its count lazily, so the
+    /// pending ones are applied first. The count is still approximate
+    /// while other threads use the cache.
     pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 }

@@ -126,6 +126,9 @@ pub struct KeySource {
     /// Milliseconds after `started` of the last failed fetch, plus one; 0
     /// when no fetch has failed since the last success.
     last_failure_ms: AtomicU64,
+    /// Milliseconds after `started` of the last successful fetch, plus one;
+    /// 0 before the first success.
+    last_success_ms: AtomicU64,
     fetches: AtomicU64,
     failures: AtomicU64,
 }
@@ -165,6 +168,7 @@ impl KeySource {
             loaded: Notify::new(),
             started: Instant::now(),
             last_failure_ms: AtomicU64::new(0),
+            last_success_ms: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         })
@@ -183,6 +187,20 @@ impl KeySource {
     /// Returns how many fetches failed.
     pub fn failure_count(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Returns the time since the last successful fetch, `None` before the
+    /// first one.
+    pub fn last_success_age(&self) -> Option<Duration> {
+        let fetched_at = self
+            .last_success_ms
+            .load(Ordering::Relaxed)
+            .checked_sub(1)?;
+        Some(
+            self.started
+                .elapsed()
+                .saturating_sub(Duration::from_millis(fetched_at)),
+        )
     }
 
     /// Reports whether a usable key set is loaded.
@@ -295,9 +313,13 @@ impl KeySource {
     /// Fetches and parses the set once, logging the outcome.
     async fn fetch(&self) -> Result<Arc<FetchedKeys>, FetchError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch_inner().await {
+        let result = self.fetch_inner().await;
+        crate::metrics::record_key_fetch(result.is_ok());
+        match result {
             Ok(keys) => {
                 self.last_failure_ms.store(0, Ordering::Relaxed);
+                self.last_success_ms
+                    .store(self.elapsed_ms().saturating_add(1), Ordering::Relaxed);
                 tracing::info!(
                     url = %self.url,
                     keys = keys.set.len(),
@@ -308,13 +330,17 @@ impl KeySource {
             }
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 self.last_failure_ms
-                    .store(now_ms.saturating_add(1), Ordering::Relaxed);
+                    .store(self.elapsed_ms().saturating_add(1), Ordering::Relaxed);
                 tracing::warn!(url = %self.url, %error, "fetching the key set failed");
                 Err(error)
             }
         }
+    }
+
+    /// Returns the milliseconds since this source was created.
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     async fn fetch_inner(&self) -> Result<FetchedKeys, FetchError> {

@@ -131,13 +131,15 @@ impl Authenticator {
         let keys = self.keys.current().await?;
         let now = unix_now();
 
-        if let Some(cache) = &self.cache
-            && let Some(identity) = cache.get(token, &keys.set, now)
-        {
-            return Ok(Authenticated {
-                identity,
-                from_cache: true,
-            });
+        if let Some(cache) = &self.cache {
+            let cached = cache.get(token, &keys.set, now);
+            crate::metrics::record_token_cache_lookup(cached.is_some());
+            if let Some(identity) = cached {
+                return Ok(Authenticated {
+                    identity,
+                    from_cache: true,
+                });
+            }
         }
 
         let verified = match token::verify(token, &keys.set, now, &self.policy) {
