@@ -1,7 +1,7 @@
 //! Prometheus metrics of edge-proxy, served in the text format at
 //! `GET /metrics` on the admin listener.
 //!
-//! One process-wide [`Metrics`] struct holds every metric, registered in its
+//! One process-wide [`Metrics`] struct contains every metric, registered in its
 //! own `prometheus::Registry`. Code elsewhere changes them only through the
 //! `record_*` functions here, so adding a metric means one field, one line
 //! in [`Metrics::new`] and one function. Label values are bounded: the route
@@ -32,12 +32,12 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// Route label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Method classes; every other method counts as `other`.
+/// Method classes. Every other method counts as `other`.
 const METHOD_CLASSES: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
 ];
 
-/// Status classes; `none` is a request that got no response, for example
+/// Status classes. `none` is a request that got no response, for example
 /// because the client went away first.
 const STATUS_CLASSES: [&str; 6] = ["none", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -261,8 +261,8 @@ pub fn render(runtime: &Runtime) -> String {
     String::from_utf8(buffer).expect("the text format is UTF-8")
 }
 
-/// Counts one request answered by the proxy itself, under its stable reason
-/// name such as `missing_token` or `expired`.
+/// Counts one request that the proxy responded to itself instead of the
+/// upstream, under its stable reason name such as `missing_token`.
 pub fn record_refusal(reason: &str) {
     METRICS.refusals.with_label_values(&[reason]).inc();
 }
@@ -392,7 +392,7 @@ impl RouteMetrics {
         }
     }
 
-    /// Counts one answered request and records how long the upstream took
+    /// Counts one completed request and records how long the upstream took
     /// to send its response header, when one was contacted.
     ///
     /// `route` is the router index (`None` when no route matched) and
