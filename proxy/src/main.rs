@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -22,8 +23,10 @@ use edge_proxy::admin::AdminApp;
 use edge_proxy::auth::jwks::KeySource;
 use edge_proxy::cli::{Cli, Command};
 use edge_proxy::config::Config;
+use edge_proxy::drain::DrainWatch;
 use edge_proxy::logging;
 use edge_proxy::refresher::KeyRefresher;
+use edge_proxy::reload::{self, ConfigReloader};
 use edge_proxy::runtime::Runtime;
 use edge_proxy::service::EdgeProxy;
 
@@ -68,8 +71,15 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    // 5. Services, then run until a signal stops the server.
-    match build_server(&config, cli.upgrade) {
+    // 5. From here on SIGHUP reloads the config instead of ending the
+    //    process.
+    if let Err(error) = reload::install_hangup_handler() {
+        eprintln!("edge-proxy: {error:#}");
+        return ExitCode::FAILURE;
+    }
+
+    // 6. Services, then run until a signal stops the server.
+    match build_server(&cli.config, &config, cli.upgrade) {
         Ok(server) => {
             tracing::info!(
                 listen = ?config.listen,
@@ -107,8 +117,9 @@ fn bind_once(address: SocketAddr) -> std::io::Result<()> {
     TcpListener::bind(address).map(drop)
 }
 
-/// Builds the Pingora server with the proxy, admin and key refresh services.
-fn build_server(config: &Config, upgrade: bool) -> anyhow::Result<Server> {
+/// Builds the Pingora server with the proxy, admin, key refresh, config
+/// reload and graceful stop services.
+fn build_server(config_path: &Path, config: &Config, upgrade: bool) -> anyhow::Result<Server> {
     let server_conf = ServerConf {
         threads: config.worker_threads,
         upgrade_sock: config.upgrade_socket.to_string_lossy().into_owned(),
@@ -145,10 +156,21 @@ fn build_server(config: &Config, upgrade: bool) -> anyhow::Result<Server> {
     admin.add_tcp(&config.admin_listen.to_string());
     admin.threads = Some(1);
 
-    let refresher = background_service("key set refresh", KeyRefresher::new(runtime));
+    let refresher = KeyRefresher::new(runtime.clone());
+    let reloader = ConfigReloader::new(
+        config_path.to_path_buf(),
+        config.clone(),
+        runtime,
+        refresher.source_changed(),
+    );
 
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(refresher);
+    server.add_service(background_service("key set refresh", refresher));
+    server.add_service(background_service("config reload", reloader));
+    server.add_service(background_service(
+        "graceful stop",
+        DrainWatch::new(config.grace_period),
+    ));
     Ok(server)
 }

@@ -17,7 +17,9 @@ use super::keyset::KeySet;
 use crate::config::TokenCacheSettings;
 use crate::identity::Identity;
 
-/// Verified tokens and the identity each one grants.
+/// Verified tokens and the identity each one grants. A clone shares the
+/// entries of the original.
+#[derive(Clone)]
 pub struct TokenCache {
     cache: Cache<Box<str>, Arc<Identity>>,
 }

@@ -87,6 +87,16 @@ impl Authenticator {
         self.cache.as_ref()
     }
 
+    /// Takes over the verified-token cache of `previous`, so that a config
+    /// reload keeps the tokens already verified.
+    ///
+    /// Only sound when both use the same key source and the same token
+    /// policy, user id header, claim headers and cache settings, because a
+    /// cached identity was built under those.
+    pub fn share_token_cache(&mut self, previous: &Authenticator) {
+        self.cache = previous.cache.clone();
+    }
+
     /// Returns the session checker, when `session_check = "validate"`.
     pub fn session_checker(&self) -> Option<&SessionChecker> {
         self.session.as_deref()

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::keyset::KeySet;
 
 /// The checks every token must pass.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenPolicy {
     /// Accepted `aud` values; a token must carry at least one of them.
     pub audiences: Vec<String>,

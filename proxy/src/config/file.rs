@@ -35,10 +35,14 @@ pub struct ProxyFile {
     /// Proxy worker threads; 0 means one per available CPU core.
     #[serde(default)]
     pub worker_threads: usize,
-    /// Seconds in-flight requests may run after SIGTERM.
+    /// Seconds requests in flight may still run after SIGTERM, or after
+    /// SIGQUIT has handed the listeners over; the process exits as soon as
+    /// none is left.
     #[serde(default = "default_grace_period_seconds")]
     pub grace_period_seconds: u64,
-    /// Seconds the runtime may take to stop after the grace period.
+    /// Seconds Pingora waits for its runtimes to stop after the grace
+    /// period; requests still running then are cancelled, so this only
+    /// bounds blocking work.
     #[serde(default = "default_shutdown_timeout_seconds")]
     pub shutdown_timeout_seconds: u64,
     /// Unix socket for handing listeners to a new process on upgrade.

@@ -33,9 +33,11 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Proxy worker threads (already resolved from 0 to the core count).
     pub worker_threads: usize,
-    /// How long in-flight requests may run after SIGTERM.
+    /// How long requests in flight may still run after SIGTERM or a
+    /// graceful upgrade.
     pub grace_period: Duration,
-    /// How long the runtime may take to stop after the grace period.
+    /// How long Pingora waits for its runtimes to stop after the grace
+    /// period.
     pub shutdown_timeout: Duration,
     /// Unix socket used to hand listeners to a new process on upgrade.
     pub upgrade_socket: PathBuf,
@@ -72,7 +74,7 @@ pub struct AuthConfig {
 }
 
 /// One claim copied into an upstream header.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimHeader {
     /// The claim path as written, such as `email.address`.
     pub claim: String,
@@ -83,7 +85,7 @@ pub struct ClaimHeader {
 }
 
 /// Timings of key set fetching.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksSettings {
     /// Refresh period when the response has no `max-age`.
     pub refresh: Duration,
@@ -98,7 +100,7 @@ pub struct JwksSettings {
 }
 
 /// Verified-token cache settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenCacheSettings {
     /// Maximum number of cached tokens.
     pub max_entries: u64,
