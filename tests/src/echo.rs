@@ -2,12 +2,14 @@
 //! the method, the request target (path and query exactly as received) and
 //! every header, so tests can see what the proxy forwarded.
 //!
-//! A silent mode accepts requests and never answers, for timeout tests. It
+//! A silent mode accepts requests and never answers, for timeout tests; a
+//! delay holds every answer back for a set time, for slow requests. It
 //! listens on 127.0.0.1 and stops when dropped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -19,6 +21,7 @@ use tokio::task::JoinHandle;
 #[derive(Default)]
 struct EchoState {
     silent: AtomicBool,
+    delay_ms: AtomicU64,
     requests: AtomicUsize,
     name: String,
 }
@@ -161,6 +164,12 @@ impl EchoServer {
         self.state.silent.store(silent, Ordering::SeqCst);
     }
 
+    /// Delays every answer by `delay` (zero answers at once).
+    pub fn set_delay(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.state.delay_ms.store(millis, Ordering::SeqCst);
+    }
+
     /// Returns how many requests arrived.
     pub fn request_count(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
@@ -184,6 +193,10 @@ async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response
     state.requests.fetch_add(1, Ordering::SeqCst);
     if state.silent.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    let delay_ms = state.delay_ms.load(Ordering::SeqCst);
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
 
     let headers: Vec<Value> = request

@@ -127,6 +127,7 @@ pub struct EdgeProxy {
     admin_addr: SocketAddr,
     process: ChildProcess,
     config_path: std::path::PathBuf,
+    listener_lines: String,
     _dir: tempfile::TempDir,
 }
 
@@ -141,26 +142,29 @@ impl EdgeProxy {
     /// Panics when the config has no `[proxy]` line, the binary is missing,
     /// or with the command and log tail when it does not become healthy.
     pub async fn spawn(config: &str) -> EdgeProxy {
+        Self::spawn_with_args(config, &[]).await
+    }
+
+    /// Starts the proxy like [`EdgeProxy::spawn`] with extra command-line
+    /// arguments, such as `["--log-format", "json"]`.
+    pub async fn spawn_with_args(config: &str, args: &[&str]) -> EdgeProxy {
         let dir = tempfile::Builder::new()
             .prefix("hanko-edge-proxy-")
             .tempdir()
             .expect("creating a temp dir must work");
         let addr = free_loopback_addr();
         let admin_addr = free_loopback_addr();
-        let listeners = format!(
+        let listener_lines = format!(
             "[proxy]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin_addr}\"\nupgrade_socket = \"{}\"\nworker_threads = 2\n",
             dir.path().join("upgrade.sock").display()
         );
-        assert!(
-            config.contains("[proxy]\n"),
-            "the test config needs a [proxy] line: {config}"
-        );
-        let text = config.replacen("[proxy]\n", &listeners, 1);
         let config_path = dir.path().join("config.toml");
-        std::fs::write(&config_path, &text).expect("writing the config must work");
+        std::fs::write(&config_path, with_listeners(config, &listener_lines))
+            .expect("writing the config must work");
 
         let mut command = Command::new(binary_path("edge-proxy"));
         command
+            .args(args)
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info");
@@ -173,8 +177,25 @@ impl EdgeProxy {
             admin_addr,
             process,
             config_path,
+            listener_lines,
             _dir: dir,
         }
+    }
+
+    /// Replaces the config file with `config` (written as for
+    /// [`EdgeProxy::spawn`]), keeping the listener addresses, upgrade
+    /// socket and thread count. The running proxy reads it on SIGHUP.
+    ///
+    /// # Panics
+    ///
+    /// Panics when `config` has no `[proxy]` line or the file cannot be
+    /// written.
+    pub fn write_config(&self, config: &str) {
+        // Write and rename, so the proxy never reads a half-written file.
+        let partial = self.config_path.with_extension("toml.partial");
+        std::fs::write(&partial, with_listeners(config, &self.listener_lines))
+            .expect("writing the config must work");
+        std::fs::rename(&partial, &self.config_path).expect("replacing the config must work");
     }
 
     /// Starts the proxy like [`EdgeProxy::spawn`] and also waits until
@@ -231,6 +252,28 @@ impl EdgeProxy {
         self.process.log()
     }
 
+    /// Returns the text of the admin `/metrics`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the admin listener does not return 200.
+    pub async fn metrics(&self) -> String {
+        let response = test_client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("the admin listener answers");
+        assert_eq!(response.status(), 200, "GET /metrics");
+        response.text().await.expect("the metrics are text")
+    }
+
+    /// Returns the value of one series of the admin `/metrics`, such as
+    /// `edge_proxy_refusals_total{reason="expired"}`. An absent series
+    /// reads as 0, because a labelled counter appears on first use.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series).unwrap_or(0.0)
+    }
+
     /// Sends `request` (a complete HTTP/1.1 request head, CRLF line ends,
     /// and optional body) over a new connection and reads the response
     /// until the server closes it.
@@ -256,6 +299,16 @@ impl EdgeProxy {
         request.extend_from_slice(b"Connection: close\r\n\r\n");
         self.raw_request(&request).await
     }
+}
+
+/// Puts `listener_lines` (which start with `[proxy]`) in place of the
+/// `[proxy]` line of `config`.
+fn with_listeners(config: &str, listener_lines: &str) -> String {
+    assert!(
+        config.contains("[proxy]\n"),
+        "the test config needs a [proxy] line: {config}"
+    );
+    config.replacen("[proxy]\n", listener_lines, 1)
 }
 
 /// A signing key, a JWKS server publishing it, an echo upstream and a
@@ -481,6 +534,15 @@ pub fn run_check_file(path: &Path) -> Output {
         .arg(path)
         .output()
         .expect("running edge-proxy check must work")
+}
+
+/// Returns the value of `series` (name and labels exactly as the text
+/// format writes them, labels sorted by name) in Prometheus text `metrics`.
+pub fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes;
