@@ -501,3 +501,61 @@ async fn unreachable_new_key_set_fails_reload() {
     assert_eq!(status(&client, &proxy.url("/gen0/x")).await, 200);
     assert_eq!(status(&client, &proxy.url("/gen1/x")).await, 404);
 }
+
+#[tokio::test]
+async fn in_flight_request_keeps_its_config() {
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoServer::start().await;
+    let mut proxy =
+        EdgeProxy::spawn_ready(&generation_config(&jwks, upstream.addr(), 0).to_toml()).await;
+    let client = test_client();
+
+    upstream.set_delay(Duration::from_millis(1500));
+    let slow_url = proxy.url("/gen0/slow");
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(slow_url).send().await }
+    });
+    let arrived = poll_until(POLL_TIMEOUT, || async { upstream.request_count() >= 1 }).await;
+    assert!(arrived, "the slow request did not reach the upstream");
+
+    // The new file has a single route, so the old route's position in the
+    // old route table does not exist in the new one.
+    let only_other = ProxyConfig::new(&jwks.base_url()).route(&format!(
+        "path_prefix = \"/other\"\nupstream = \"{}\"\nauth = \"none\"",
+        upstream.addr()
+    ));
+    proxy.write_config(&only_other.to_toml());
+    reload(&mut proxy, 1.0).await;
+    assert_eq!(
+        proxy.metric(RELOADS_SUCCEEDED).await,
+        1.0,
+        "{}",
+        proxy.log()
+    );
+    upstream.set_delay(Duration::ZERO);
+    assert_eq!(status(&client, &proxy.url("/gen0/x")).await, 404);
+
+    let response = slow
+        .await
+        .expect("the request task ends")
+        .expect("the slow request gets its response");
+    assert_eq!(response.status(), 200);
+    let echoed = Echoed::from_body(&response.bytes().await.expect("body"));
+    assert_eq!(echoed.target(), "/gen0/slow");
+    let counted = poll_until(POLL_TIMEOUT, || async {
+        proxy
+            .metric(
+                "edge_proxy_requests_total{method=\"GET\",route=\"/gen0\",status_class=\"2xx\"}",
+            )
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(
+        counted,
+        "the request is counted under its old route:\n{}",
+        proxy.metrics().await
+    );
+}
