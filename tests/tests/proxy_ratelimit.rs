@@ -72,6 +72,23 @@ impl Stack {
     async fn status(&self, path: &str, token: Option<&str>) -> u16 {
         self.get(path, token).await.status().as_u16()
     }
+
+    /// Reads one sample from the admin `/metrics`; 0 when the series is
+    /// not exported yet.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.proxy.admin_url("/metrics"))
+            .send()
+            .await
+            .expect("the admin listener answers")
+            .text()
+            .await
+            .expect("a text body");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
 }
 
 /// Asserts a 429 with a whole-second `Retry-After` between 1 and
@@ -151,6 +168,12 @@ async fn user_over_limit_gets_429_while_other_user_passes() {
         logged,
         "the access log names the reason:\n{}",
         stack.proxy.log()
+    );
+    assert_eq!(
+        stack
+            .metric("edge_proxy_refusals_total{reason=\"rate_limited\"}")
+            .await,
+        3.0
     );
 }
 

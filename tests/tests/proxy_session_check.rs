@@ -139,6 +139,22 @@ async fn status(client: &reqwest::Client, proxy: &EdgeProxy, token: &str) -> u16
     get(client, proxy, token).await.status().as_u16()
 }
 
+/// Reads one sample, such as `edge_proxy_session_check_calls_total`, from
+/// the admin `/metrics`; 0 when the series is not exported yet.
+async fn metric(proxy: &EdgeProxy, series: &str) -> f64 {
+    let text = test_client()
+        .get(proxy.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("the admin listener answers")
+        .text()
+        .await
+        .expect("a text body");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Asserts a 503 with `Retry-After` and a problem body.
 async fn assert_unavailable(response: reqwest::Response) {
     assert_eq!(response.status(), 503);
@@ -255,6 +271,23 @@ async fn burst_for_one_session_makes_one_validate_call() {
     assert_eq!(passed, 200);
     assert_eq!(forwarder.calls(), 1, "200 requests for one session");
     assert_eq!(upstream.request_count(), 200);
+
+    assert_eq!(
+        metric(&proxy, "edge_proxy_session_check_calls_total").await,
+        1.0
+    );
+    let hits = metric(
+        &proxy,
+        "edge_proxy_session_cache_lookups_total{result=\"hit\"}",
+    )
+    .await;
+    let misses = metric(
+        &proxy,
+        "edge_proxy_session_cache_lookups_total{result=\"miss\"}",
+    )
+    .await;
+    assert!(misses >= 1.0, "the first request misses");
+    assert_eq!(hits + misses, 200.0, "one lookup per request");
 }
 
 #[tokio::test]
@@ -309,6 +342,14 @@ async fn unreachable_hanko_is_rejected_with_503_by_default() {
     })
     .await;
     assert!(logged, "the access log names the reason:\n{}", proxy.log());
+    assert!(
+        metric(
+            &proxy,
+            "edge_proxy_refusals_total{reason=\"session_check_unavailable\"}"
+        )
+        .await
+            >= 2.0
+    );
 }
 
 #[tokio::test]
@@ -366,4 +407,6 @@ async fn accept_policy_passes_within_bound_then_fails_closed() {
         !log.contains(fresh.rsplit('.').next().expect("three parts")),
         "a token reached the log"
     );
+    assert!(metric(&proxy, "edge_proxy_session_accepted_unreachable_total").await >= 1.0);
+    assert!(metric(&proxy, "edge_proxy_session_check_failures_total").await >= 1.0);
 }

@@ -27,6 +27,7 @@ use url::Url;
 
 use super::AuthError;
 use super::token::Refusal;
+use crate::metrics;
 
 /// How long after a failed call requests skip calling Hanko and apply the
 /// unreachable policy directly; also the `Retry-After` of the 503.
@@ -221,8 +222,10 @@ impl SessionChecker {
             .ok_or(SessionError::MissingSessionId)?;
 
         if let Some(status) = self.cache.get(session_id).await {
+            metrics::record_session_cache_lookup(true);
             return status_outcome(status, SessionOutcome::Cached);
         }
+        metrics::record_session_cache_lookup(false);
 
         if self.in_failure_backoff() {
             return self.when_unreachable();
@@ -263,6 +266,7 @@ impl SessionChecker {
             return Err(unavailable.into());
         }
 
+        metrics::record_session_accepted_unreachable();
         if let Some(suppressed) = self.acceptance_warnings.permit(self.elapsed()) {
             tracing::warn!(
                 url = %self.settings.validate_url,
@@ -277,7 +281,9 @@ impl SessionChecker {
 
     /// Calls Hanko once for `token`, recording the outcome.
     async fn call(&self, token: &str) -> Result<SessionStatus, CallError> {
-        match self.call_inner(token).await {
+        let result = self.call_inner(token).await;
+        metrics::record_session_call(result.is_ok());
+        match result {
             Ok(status) => {
                 let now_ms = self.elapsed_ms();
                 self.last_response_ms
