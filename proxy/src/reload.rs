@@ -97,6 +97,13 @@ impl ConfigReloader {
             load_key_source(&config.auth).await?
         };
         let mut runtime = Runtime::new(&config, keys);
+        // Rate limit buckets and cached session answers survive a reload
+        // when their settings did not change; otherwise every SIGHUP would
+        // hand each limited user a fresh burst.
+        runtime.router.share_rate_limiters(&current.router);
+        runtime
+            .authenticator
+            .share_session_checker(&current.authenticator);
         let same_cache = same_keys && same_token_checks(&running.auth, &config.auth);
         if same_cache {
             runtime

@@ -260,3 +260,36 @@ async fn limited_user_passes_again_after_refill() {
     .await;
     assert!(passed, "one token refills within a second");
 }
+
+#[tokio::test]
+async fn reload_keeps_rate_limit_state() {
+    let mut stack = Stack::start(&[("/limited", "required", Some(SLOW_LIMIT))]).await;
+    let ada = stack.token(ADA);
+    for _ in 0..3 {
+        assert_eq!(stack.status("/limited/x", Some(&ada)).await, 200);
+    }
+    assert_eq!(stack.status("/limited/x", Some(&ada)).await, 429);
+
+    // The same file again: the route and its limit are unchanged, so the
+    // bucket must carry over instead of granting a fresh burst.
+    stack.proxy.process().signal("HUP");
+    let reloaded = poll_until(Duration::from_secs(15), || async {
+        stack
+            .metric("edge_proxy_config_reloads_total{result=\"succeeded\"}")
+            .await
+            >= 1.0
+    })
+    .await;
+    assert!(
+        reloaded,
+        "the reload was not counted:\n{}",
+        stack.proxy.log()
+    );
+
+    assert_eq!(
+        stack.status("/limited/x", Some(&ada)).await,
+        429,
+        "the bucket survives the reload"
+    );
+    assert_eq!(stack.upstream.request_count(), 3);
+}
