@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::logging;
 use crate::metrics;
 
 /// Interval between two looks at the in-flight count.
@@ -65,6 +66,7 @@ impl BackgroundService for DrainWatch {
             }
             if idle_polls >= IDLE_POLLS_BEFORE_EXIT {
                 tracing::info!("graceful stop: no request in flight; exiting");
+                logging::flush();
                 std::process::exit(0);
             }
             tokio::time::sleep(POLL_INTERVAL).await;

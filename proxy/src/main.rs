@@ -15,8 +15,8 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::Parser as _;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -44,6 +44,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
 
+    // 2. to 6., then write out the queued log lines, which the log writer
+    //    thread would lose at exit.
+    let status = run(&cli);
+    logging::flush();
+    status
+}
+
+/// Checks the config or serves until a signal stops the server.
+fn run(cli: &Cli) -> ExitCode {
     // 2. One crypto backend for token signatures, whatever features other
     //    crates enable.
     if jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER
@@ -98,7 +107,10 @@ fn main() -> ExitCode {
                 jwks_url = %config.auth.jwks_url,
                 "edge-proxy starting"
             );
-            server.run_forever()
+            // `run` returns after a stop, unlike `run_forever`, which would
+            // exit before the log lines are flushed.
+            server.run(RunArgs::default());
+            ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("edge-proxy: {error:#}");

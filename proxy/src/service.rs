@@ -15,6 +15,7 @@
 //! 6. `fail_to_proxy`: upstream failures as problem+json 502/504.
 //! 7. `logging`: one access event and the request metrics per request.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -432,15 +433,28 @@ impl ProxyHttp for EdgeProxy {
             path = request.uri.path(),
             status,
             route = route.map_or("-", |route| route.label.as_str()),
-            upstream = %upstream.map_or_else(|| "-".to_owned(), |address| address.to_string()),
+            upstream = %OrDash(upstream),
             user = ctx.identity.as_ref().map_or("-", |identity| identity.subject.as_str()),
             token_source = ctx.token_source.map_or("-", TokenSource::as_str),
             token_cache_hit = ctx.token_from_cache,
             duration_ms = (duration_ms * 1000.0).round() / 1000.0,
             reason = ctx.rejection.map_or("-", Rejection::reason),
-            error = %error.map_or_else(|| "-".to_owned(), |error| error.to_string()),
+            error = %OrDash(error),
             "request"
         );
+    }
+}
+
+/// Displays the value, or `-` when there is none, so the access event
+/// formats optional fields without building a `String` first.
+struct OrDash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for OrDash<T> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(formatter),
+            None => formatter.write_str("-"),
+        }
     }
 }
 
@@ -582,6 +596,13 @@ mod tests {
         let mut odd = request(b"/");
         odd.insert_header("x-request-id", "a b").expect("header");
         assert_ne!(ids.keep_or_create(&odd), "a b");
+    }
+
+    #[test]
+    fn missing_log_field_displays_as_dash() {
+        let address: SocketAddr = "127.0.0.1:8081".parse().expect("address");
+        assert_eq!(OrDash(Some(address)).to_string(), "127.0.0.1:8081");
+        assert_eq!(OrDash(None::<SocketAddr>).to_string(), "-");
     }
 
     #[test]
