@@ -15,8 +15,8 @@
 //! 6. `fail_to_proxy`: upstream failures as problem+json 502/504.
 //! 7. `logging`: one access event and the request metrics per request.
 
-use std::fmt;
-use std::net::SocketAddr;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +50,12 @@ static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// Maximum length of a client-sent request id that is kept, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 128;
+/// Buffer for a generated request id: a 12-digit hex prefix, a dash and
+/// a `u64` counter in at most 16 hex digits.
+const REQUEST_ID_BUFFER_BYTES: usize = 32;
+/// Buffer for an IP address in text. The longest IPv6 text form, with an
+/// embedded IPv4 address, has 45 bytes.
+const IP_TEXT_BUFFER_BYTES: usize = 48;
 /// How long an idle upstream connection stays in the pool.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -321,7 +327,9 @@ impl ProxyHttp for EdgeProxy {
         // vouch for, so they are replaced, not appended to.
         upstream_request.remove_header(&FORWARDED);
         match client_ip(session) {
-            Some(ip) => upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip.to_string())?,
+            Some(ip) => {
+                upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip_header_value(ip))?
+            }
             None => {
                 upstream_request.remove_header(&X_FORWARDED_FOR);
             }
@@ -508,11 +516,49 @@ fn upstream_target(request: &RequestHeader, path: &str) -> Option<String> {
     })
 }
 
-fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|address| address.as_inet())
         .map(SocketAddr::ip)
+}
+
+/// Formats `ip` as a header value without an intermediate `String`.
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    let mut text = StackText::<IP_TEXT_BUFFER_BYTES>::new();
+    write!(text, "{ip}").expect("the longest IPv6 text, 45 bytes, fits the buffer");
+    HeaderValue::from_bytes(text.as_bytes()).expect("an IP address in text is a valid header value")
+}
+
+/// Text formatted into a fixed-size buffer on the stack, for short values
+/// built on every request.
+struct StackText<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    fn new() -> Self {
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl<const N: usize> fmt::Write for StackText<N> {
+    /// Appends `text`, or fails without writing when it does not fit.
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.len + text.len();
+        let target = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        target.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// Request ids: the client's when it is short and plain, otherwise a
@@ -539,7 +585,10 @@ impl RequestIds {
             return value.clone();
         }
         let number = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{number:x}", self.prefix))
+        let mut id = StackText::<REQUEST_ID_BUFFER_BYTES>::new();
+        write!(id, "{}-{number:x}", self.prefix)
+            .expect("12 hex digits, a dash and at most 16 more fit the buffer");
+        HeaderValue::from_bytes(id.as_bytes())
             .expect("hex digits and a dash form a valid header value")
     }
 }
@@ -596,6 +645,37 @@ mod tests {
         let mut odd = request(b"/");
         odd.insert_header("x-request-id", "a b").expect("header");
         assert_ne!(ids.keep_or_create(&odd), "a b");
+    }
+
+    #[test]
+    fn ip_header_value_is_address_text() {
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .expect("address");
+        for text in ["127.0.0.1", "::1", "2001:db8::7"] {
+            let ip: IpAddr = text.parse().expect("address");
+            assert_eq!(ip_header_value(ip), text);
+        }
+        assert_eq!(ip_header_value(longest), longest.to_string());
+    }
+
+    #[test]
+    fn stack_text_rejects_text_that_does_not_fit() {
+        let mut text = StackText::<4>::new();
+        assert!(text.write_str("abc").is_ok());
+        assert!(text.write_str("de").is_err());
+        assert_eq!(text.as_bytes(), b"abc");
+    }
+
+    #[test]
+    fn generated_request_id_has_prefix_and_hex_counter() {
+        let ids = RequestIds::new();
+        ids.counter.store(u64::MAX - 1, Ordering::Relaxed);
+        let id = ids.keep_or_create(&request(b"/"));
+        assert_eq!(
+            id.to_str().expect("ASCII"),
+            format!("{}-fffffffffffffffe", ids.prefix)
+        );
     }
 
     #[test]
