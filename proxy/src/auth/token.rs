@@ -173,9 +173,15 @@ pub fn verify(
 
     let signed_length = header_part.len() + 1 + payload_part.len();
     let signed = &token.as_bytes()[..signed_length];
-    let verified =
-        jsonwebtoken::crypto::verify(signature_part, signed, key.decoding_key(), algorithm)
-            .unwrap_or(false);
+    let verified = match key.parsed_rsa(algorithm) {
+        // A signature that is not base64url cannot verify, so it is a bad
+        // signature, as jsonwebtoken reports it below.
+        Some(parsed) => URL_SAFE_NO_PAD
+            .decode(signature_part)
+            .is_ok_and(|signature| parsed.verify_sig(signed, &signature).is_ok()),
+        None => jsonwebtoken::crypto::verify(signature_part, signed, key.decoding_key(), algorithm)
+            .unwrap_or(false),
+    };
     if !verified {
         return Err(Refusal::BadSignature);
     }
