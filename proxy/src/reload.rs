@@ -97,7 +97,7 @@ impl ConfigReloader {
             load_key_source(&config.auth).await?
         };
         let mut runtime = Runtime::new(&config, keys);
-        // Rate limit buckets and cached session answers survive a reload
+        // Rate limit buckets and cached session responses survive a reload
         // when their settings did not change; otherwise every SIGHUP would
         // hand each limited user a fresh burst.
         runtime.router.share_rate_limiters(&current.router);
