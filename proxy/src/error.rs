@@ -21,7 +21,7 @@ use crate::routing::PathError;
 /// The realm named in every `WWW-Authenticate` challenge.
 const REALM: &str = "hanko-edge";
 
-/// A request the proxy answers itself instead of the upstream.
+/// A request the proxy responds to itself instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// The path cannot be interpreted safely.
@@ -55,7 +55,7 @@ pub enum Rejection {
         /// Seconds until a request would be allowed, at least 1.
         retry_after_seconds: u64,
     },
-    /// The upstream did not answer within the configured timeout.
+    /// The upstream did not respond within the configured timeout.
     UpstreamTimeout,
     /// A bug in the proxy.
     Internal,
@@ -214,7 +214,7 @@ impl Rejection {
         }
     }
 
-    /// Maps an error Pingora reports while proxying to the answer the client
+    /// Maps an error Pingora reports while proxying to the response the client
     /// gets; `None` when the client connection is already gone.
     pub fn from_proxy_error(error: &Error) -> Option<Self> {
         match (error.esource(), error.etype()) {

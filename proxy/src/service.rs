@@ -112,9 +112,9 @@ impl EdgeProxy {
         Ok(true)
     }
 
-    /// Normalises the path, answers a CORS preflight and finds the route,
+    /// Normalises the path, handles a CORS preflight and finds the route,
     /// storing what later phases need in `ctx`. Returns the headers of a
-    /// preflight answer when the request is an allowed preflight.
+    /// preflight response when the request is an allowed preflight.
     fn route_request(
         request: &RequestHeader,
         ctx: &mut RequestContext,
@@ -466,7 +466,7 @@ impl<T: fmt::Display> fmt::Display for OrDash<T> {
     }
 }
 
-/// Writes the 204 answer to an allowed preflight.
+/// Writes the 204 response to an allowed preflight.
 async fn write_preflight(
     session: &mut Session,
     request_id: &HeaderValue,

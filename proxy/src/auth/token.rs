@@ -81,7 +81,7 @@ pub enum Refusal {
     /// The session check is on and the token has no `session_id`.
     #[error("the token has no session id")]
     MissingSessionId,
-    /// Hanko says the token's session no longer exists.
+    /// Hanko reports that the token's session no longer exists.
     #[error("the session has been revoked")]
     SessionRevoked,
 }
