@@ -2,29 +2,40 @@
 //! `info`), as text or JSON lines on stderr. Pingora's `log` records are
 //! bridged into the same subscriber.
 //!
-//! Lines are formatted on the thread that logs, then handed to one writer
-//! thread that writes them to stderr in batches, so a worker thread never
-//! waits on a `write` per access event. [`flush`] must run before the
-//! process exits, because lines still queued are lost otherwise. This
-//! module does not rotate or open log files: stderr goes where the
-//! service manager sends it.
+//! Access events, one per request, are batched: each is formatted on the
+//! thread that logs it and appended to a shared buffer, which goes to
+//! stderr in one `write` once it holds [`BATCH_BYTES`], or at the latest
+//! [`FLUSH_INTERVAL`] later, written by a thread that wakes up on that
+//! interval. Every other event is written at once, after the access lines
+//! buffered before it, so the order of lines is kept.
+//!
+//! The batching exists because a `write` per request, or a hand-over to a
+//! writer thread per request, cost more CPU than the rest of the access
+//! event. [`flush`] must run before the process exits; a panic flushes
+//! too. This module does not rotate or open log files: stderr goes where
+//! the service manager sends it.
 
-use std::io::{BufWriter, IsTerminal as _};
-use std::sync::Mutex;
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use clap::ValueEnum;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing::Metadata;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
-/// Capacity of the writer thread's stderr buffer, in bytes. The writer
-/// thread flushes it whenever its queue runs empty, so under load one
-/// `write` carries many lines and at low load each line still appears at
-/// once.
-const STDERR_BUFFER_BYTES: usize = 64 * 1024;
+/// Target of the access event, the only event that is batched.
+pub const ACCESS_TARGET: &str = "edge_proxy::access";
 
-/// The guard of the writer thread, kept for the life of the process and
-/// dropped by [`flush`]. Dropping it writes out every queued line.
-static WRITER_GUARD: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+/// Buffered access lines are written out once they reach this many bytes:
+/// about a hundred lines per `write`.
+pub const BATCH_BYTES: usize = 32 * 1024;
+
+/// Longest time an access line waits in the buffer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Lines formatted but not yet written to stderr.
+static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
 /// The format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -35,32 +46,42 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber writing to stderr through the writer
-/// thread. ANSI colours are used only when stderr is a terminal.
+/// Installs the global subscriber writing to stderr, starts the thread
+/// that writes out buffered access lines, and makes a panic write them out
+/// before its message. ANSI colours are used only when stderr is a
+/// terminal.
 ///
 /// # Panics
 ///
-/// Panics when the writer thread cannot be started or a global subscriber
+/// Panics when the flush thread cannot be started or a global subscriber
 /// is already installed, both of which only happen at a broken start-up.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
-    // Not lossy: when the queue is full the logging thread waits instead of
-    // dropping lines, so every request keeps its access event.
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("edge-proxy-log")
-        .finish(BufWriter::with_capacity(
-            STDERR_BUFFER_BYTES,
-            std::io::stderr(),
-        ));
-    *WRITER_GUARD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(guard);
+
+    pending().reserve(BATCH_BYTES);
+    std::thread::Builder::new()
+        .name("edge-proxy-log".to_owned())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(FLUSH_INTERVAL);
+                flush();
+            }
+        })
+        .expect("the log flush thread starts");
+    let previous_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // `try_lock`: the panicking thread may be the one holding the
+        // buffer, and waiting for it would hang the panic.
+        if let Ok(mut pending) = PENDING.try_lock() {
+            write_out(&mut pending);
+        }
+        previous_hook(info);
+    }));
 
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(Stderr)
         .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
@@ -68,13 +89,61 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// Writes out every queued log line and stops the writer thread, waiting up
-/// to about one second. Call it right before the process exits; lines
-/// logged afterwards are dropped.
+/// Writes out every buffered log line. Call it right before the process
+/// exits.
 pub fn flush() {
-    let guard = WRITER_GUARD
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
-    drop(guard);
+    let mut pending = pending();
+    if !pending.is_empty() {
+        write_out(&mut pending);
+    }
+}
+
+fn pending() -> MutexGuard<'static, Vec<u8>> {
+    PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes the buffer to stderr in one call and empties it.
+fn write_out(pending: &mut Vec<u8>) {
+    // A failed write to stderr cannot be reported anywhere; the lines are
+    // dropped rather than kept to grow the buffer without bound.
+    let _ = std::io::stderr().lock().write_all(pending);
+    pending.clear();
+}
+
+/// The subscriber's writer: hands out an [`EventWriter`] per event.
+#[derive(Debug, Clone, Copy)]
+struct Stderr;
+
+impl<'a> MakeWriter<'a> for Stderr {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EventWriter { batched: false }
+    }
+
+    fn make_writer_for(&'a self, metadata: &Metadata<'_>) -> Self::Writer {
+        EventWriter {
+            batched: metadata.target() == ACCESS_TARGET,
+        }
+    }
+}
+
+/// Receives one formatted event, which the subscriber writes in one call.
+struct EventWriter {
+    batched: bool,
+}
+
+impl std::io::Write for EventWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let mut pending = pending();
+        pending.extend_from_slice(line);
+        if !self.batched || pending.len() >= BATCH_BYTES {
+            write_out(&mut pending);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

@@ -36,6 +36,7 @@ use crate::config::AuthMode;
 use crate::cors::preflight_parts;
 use crate::error::{Rejection, respond};
 use crate::identity::Identity;
+use crate::logging;
 use crate::metrics::{self, InFlight};
 use crate::ratelimit::{RateDecision, RateKey};
 use crate::routing::{PathError, host_without_port, normalize_path};
@@ -435,7 +436,7 @@ impl ProxyHttp for EdgeProxy {
         }
 
         tracing::info!(
-            target: "edge_proxy::access",
+            target: logging::ACCESS_TARGET,
             request_id = ctx.request_id.to_str().unwrap_or("-"),
             method = request.method.as_str(),
             path = request.uri.path(),

@@ -148,6 +148,12 @@ impl EdgeProxy {
     /// Starts the proxy like [`EdgeProxy::spawn`] with extra command-line
     /// arguments, such as `["--log-format", "json"]`.
     pub async fn spawn_with_args(config: &str, args: &[&str]) -> EdgeProxy {
+        Self::spawn_with_log_filter(config, args, "info").await
+    }
+
+    /// Starts the proxy like [`EdgeProxy::spawn_with_args`] with `RUST_LOG`
+    /// set to `log_filter` instead of `info`.
+    pub async fn spawn_with_log_filter(config: &str, args: &[&str], log_filter: &str) -> EdgeProxy {
         let dir = tempfile::Builder::new()
             .prefix("hanko-edge-proxy-")
             .tempdir()
@@ -167,7 +173,7 @@ impl EdgeProxy {
             .args(args)
             .arg("--config")
             .arg(&config_path)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", log_filter);
         let mut process = ChildProcess::spawn("edge-proxy", command);
         process
             .wait_healthy(&format!("http://{admin_addr}/healthz"))
@@ -335,11 +341,21 @@ impl ProxyStack {
     /// Starts the stack with the standard routes and whatever `configure`
     /// adds, and waits until the proxy is ready.
     pub async fn start_with(configure: impl FnOnce(ProxyConfig) -> ProxyConfig) -> ProxyStack {
+        Self::start_with_log_filter(configure, "info").await
+    }
+
+    /// Starts the stack like [`ProxyStack::start_with`] with the proxy's
+    /// `RUST_LOG` set to `log_filter`.
+    pub async fn start_with_log_filter(
+        configure: impl FnOnce(ProxyConfig) -> ProxyConfig,
+        log_filter: &str,
+    ) -> ProxyStack {
         let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("RSA key generation works");
         let jwks = JwksServer::start(&[&key]).await;
         let upstream = EchoServer::start().await;
         let config = configure(ProxyConfig::new(&jwks.base_url()).standard_routes(upstream.addr()));
-        let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
+        let mut proxy = EdgeProxy::spawn_with_log_filter(&config.to_toml(), &[], log_filter).await;
+        proxy.wait_ready().await;
         ProxyStack {
             key,
             jwks,
