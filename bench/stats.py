@@ -33,6 +33,7 @@ import sys
 PROXY_TARGETS = [
     ("direct", "direct to the upstream"),
     ("nginx", "nginx proxy_pass, keep-alive, no auth"),
+    ("pingora", "minimal Pingora proxy, no auth"),
     ("haproxy", "HAProxy jwt_verify RS256"),
     ("edge-cache", "edge-proxy, token cache on"),
     ("edge-nocache", "edge-proxy, token cache off"),
@@ -213,6 +214,7 @@ def print_report(args: argparse.Namespace) -> int:
 
     print("## Proxy targets\n")
     print_table(summaries, PROXY_TARGETS, baselines=[("nginx", "nginx"), ("haproxy", "HAProxy")])
+    print_floor_ratios(summaries)
     if not args.skip_path:
         print("\n## Whole path\n")
         print_table(summaries, PATH_TARGETS, baselines=[])
@@ -277,6 +279,22 @@ def print_table(summaries: dict, targets: list, baselines: list) -> None:
         "edge-proxy in the whole path) divided by the requests wrk completed. "
         "Ratios compare medians."
     )
+
+
+def print_floor_ratios(summaries: dict) -> None:
+    """How far each edge-proxy target and nginx are from the minimal Pingora proxy."""
+    floor = summaries.get("pingora")
+    if floor is None:
+        return
+    print("\n| target | req/s ÷ minimal Pingora | CPU per request ÷ minimal Pingora |")
+    print("|---|---:|---:|")
+    for target, label in PROXY_TARGETS:
+        if target in ("nginx", "edge-cache", "edge-nocache") and target in summaries:
+            summary = summaries[target]
+            print(
+                f"| {label} | {ratio(summary.rps[0], floor.rps[0])} "
+                f"| {ratio(summary.cpu_us[0], floor.cpu_us[0])} |"
+            )
 
 
 def print_path_ratios(summaries: dict) -> None:
