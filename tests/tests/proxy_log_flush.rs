@@ -83,11 +83,11 @@ async fn sigint_keeps_every_log_line() {
 /// it. (A graceful stop waits at least 100 ms, long enough for the flush
 /// thread, so the SIGTERM case below passes either way.)
 #[tokio::test]
-async fn sigint_keeps_buffered_access_events_when_nothing_follows() {
+async fn sigint_flushes_lone_access_events() {
     assert_log_survives_stop("INT", "warn,edge_proxy::access=info", None).await;
 }
 
 #[tokio::test]
-async fn sigterm_keeps_buffered_access_events_when_nothing_follows() {
+async fn sigterm_flushes_lone_access_events() {
     assert_log_survives_stop("TERM", "warn,edge_proxy::access=info", None).await;
 }
