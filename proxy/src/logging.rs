@@ -102,7 +102,7 @@ fn pending() -> MutexGuard<'static, Vec<u8>> {
     PENDING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Writes the buffer to stderr in one call and empties it.
+/// Writes the buffer to stderr with `write_all` and empties it.
 fn write_out(pending: &mut Vec<u8>) {
     // A failed write to stderr cannot be reported anywhere; the lines are
     // dropped rather than kept to grow the buffer without bound.
