@@ -282,7 +282,7 @@ def print_table(summaries: dict, targets: list, baselines: list) -> None:
 
 
 def print_floor_ratios(summaries: dict) -> None:
-    """How far each edge-proxy target and nginx are from the minimal Pingora proxy."""
+    """Prints nginx's and each edge-proxy target's ratios to the minimal Pingora proxy."""
     floor = summaries.get("pingora")
     if floor is None:
         return

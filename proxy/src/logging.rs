@@ -2,16 +2,16 @@
 //! `info`), as text or JSON lines on stderr. Pingora's `log` records are
 //! bridged into the same subscriber.
 //!
-//! Access events, one per request, are batched: each is formatted on the
-//! thread that logs it and appended to a shared buffer, which goes to
-//! stderr in one `write` once it holds [`BATCH_BYTES`], or at the latest
-//! [`FLUSH_INTERVAL`] later, written by a thread that wakes up on that
-//! interval. Every other event is written at once, after the access lines
-//! buffered before it, so the order of lines is kept.
+//! Access events, one per request, are batched. Each is formatted on the
+//! thread that logs it and appended to a shared buffer. The buffer goes to
+//! stderr in one `write` once it contains [`BATCH_BYTES`], and otherwise a
+//! thread that wakes up every [`FLUSH_INTERVAL`] writes it out. Every
+//! other event is written at once, after the access lines buffered before
+//! it, so the order of lines is kept.
 //!
 //! The batching exists because a `write` per request, or a hand-over to a
 //! writer thread per request, cost more CPU than the rest of the access
-//! event. [`flush`] must run before the process exits; a panic flushes
+//! event. [`flush`] must run before the process exits, and a panic flushes
 //! too. This module does not rotate or open log files: stderr goes where
 //! the service manager sends it.
 
@@ -31,7 +31,7 @@ pub const ACCESS_TARGET: &str = "edge_proxy::access";
 /// about a hundred lines per `write`.
 pub const BATCH_BYTES: usize = 32 * 1024;
 
-/// Longest time an access line waits in the buffer.
+/// Maximum time an access line waits in the buffer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Lines formatted but not yet written to stderr.
