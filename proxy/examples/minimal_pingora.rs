@@ -18,7 +18,6 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use clap::Parser;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::{ProxyHttp, Session, http_proxy_service_with_name};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -27,9 +26,6 @@ use pingora::upstreams::peer::HttpPeer;
 /// The same allocator as edge-proxy.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// The same downstream read buffer as edge-proxy.
-const DOWNSTREAM_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Forwards every request to one upstream, unchanged.
 #[derive(Debug, Parser)]
@@ -87,8 +83,8 @@ fn main() {
         },
         "minimal-pingora",
     );
-    let buffers = L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER_BYTES);
-    proxy.add_listener(ListenerConfig::tcp(args.listen.to_string()).l4_buffer(buffers));
+    // The same listener settings as edge-proxy.
+    proxy.add_listener(edge_proxy::listener::tcp(args.listen));
     server.add_service(proxy);
     server.run(RunArgs::default());
 }

@@ -13,6 +13,7 @@ pub mod cors;
 pub mod drain;
 pub mod error;
 pub mod identity;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use clap::Parser as _;
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -25,19 +24,12 @@ use edge_proxy::auth::jwks::KeySource;
 use edge_proxy::cli::{Cli, Command};
 use edge_proxy::config::Config;
 use edge_proxy::drain::DrainWatch;
+use edge_proxy::listener;
 use edge_proxy::logging;
 use edge_proxy::refresher::KeyRefresher;
 use edge_proxy::reload::{self, ConfigReloader};
 use edge_proxy::runtime::Runtime;
 use edge_proxy::service::EdgeProxy;
-
-/// Read buffer of each downstream connection, in bytes. Pingora 0.9.1 gives
-/// every accepted connection a zero-filled 64 KiB buffer by default, which
-/// made 1,000 idle keep-alive connections cost about 98 MiB. That size pays
-/// off for TLS records, which edge-proxy does not terminate. Pingora's HTTP/1
-/// code reads the request head and body into its own buffers, so larger
-/// heads and bodies still pass, only in more reads.
-const DOWNSTREAM_READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// jemalloc instead of glibc's allocator. Every request allocates and frees
 /// Pingora's header maps, buffers and futures. Under load glibc's `malloc`
@@ -178,8 +170,7 @@ fn build_server(config_path: &Path, config: &Config, upgrade: bool) -> anyhow::R
         "edge-proxy",
     );
     for address in &config.listen {
-        let buffers = L4BufferSettings::default().read(DOWNSTREAM_READ_BUFFER_BYTES);
-        proxy.add_listener(ListenerConfig::tcp(address.to_string()).l4_buffer(buffers));
+        proxy.add_listener(listener::tcp(*address));
     }
 
     let mut admin = Service::new("admin".to_owned(), AdminApp::new(runtime.clone()));
