@@ -11,12 +11,12 @@ UPSTREAM_BODY='{"items":[{"id":"0b7e6c1e-5f1a-4c7e-9a51-2d7f3c9e8a10","title":"b
 # closes a connection mid-run (nginx closes after 1000 requests by default).
 KEEPALIVE_REQUESTS=100000000
 
-# write_nginx_upstream FILE PREFIX PORT WORKERS: nginx answering every path
-# with UPSTREAM_BODY.
-write_nginx_upstream() {
-    local file=$1 prefix=$2 port=$3 workers=$4
-    mkdir -p "$prefix"
-    cat >"$file" <<EOF
+# nginx_main_and_http_start PREFIX WORKERS: prints the lines both nginx
+# configs share, up to and including the opening of the http block, with
+# every file nginx writes kept under PREFIX.
+nginx_main_and_http_start() {
+    local prefix=$1 workers=$2
+    cat <<EOF
 worker_processes $workers;
 daemon off;
 master_process on;
@@ -30,6 +30,17 @@ http {
     proxy_temp_path $prefix/proxy;
     keepalive_requests $KEEPALIVE_REQUESTS;
     keepalive_timeout 300s;
+EOF
+}
+
+# write_nginx_upstream FILE PREFIX PORT WORKERS: nginx answering every path
+# with UPSTREAM_BODY.
+write_nginx_upstream() {
+    local file=$1 prefix=$2 port=$3 workers=$4
+    mkdir -p "$prefix"
+    {
+        nginx_main_and_http_start "$prefix" "$workers"
+        cat <<EOF
     server {
         listen 127.0.0.1:$port;
         location / {
@@ -39,6 +50,7 @@ http {
     }
 }
 EOF
+    } >"$file"
 }
 
 # write_nginx_proxy FILE PREFIX PORT WORKERS UPSTREAM_PORT CONNECTIONS: nginx
@@ -47,20 +59,9 @@ EOF
 write_nginx_proxy() {
     local file=$1 prefix=$2 port=$3 workers=$4 upstream_port=$5 connections=$6
     mkdir -p "$prefix"
-    cat >"$file" <<EOF
-worker_processes $workers;
-daemon off;
-master_process on;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log warn;
-worker_rlimit_nofile 16384;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path $prefix/client_body;
-    proxy_temp_path $prefix/proxy;
-    keepalive_requests $KEEPALIVE_REQUESTS;
-    keepalive_timeout 300s;
+    {
+        nginx_main_and_http_start "$prefix" "$workers"
+        cat <<EOF
     upstream bench_upstream {
         server 127.0.0.1:$upstream_port;
         keepalive $connections;
@@ -76,6 +77,7 @@ http {
     }
 }
 EOF
+    } >"$file"
 }
 
 # write_haproxy FILE PORT THREADS UPSTREAM_PORT PUBLIC_PEM AUDIENCE: HAProxy
