@@ -16,6 +16,7 @@ use hanko_edge_tests::process::{binary_path, free_loopback_addr};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 const README: &str = include_str!("../../README.md");
 const ROOT_CONFIG: &str = include_str!("../../config.toml");
@@ -32,6 +33,10 @@ const USER_A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 
 /// The line that ends the banner.
 const BANNER_END: &str = "Ctrl-C stops the stack";
+
+/// How long the output readers may take to reach the end of both pipes
+/// once `up` has exited.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Returns the arguments after `--` of the README's `cargo run ... -- up`.
 fn readme_up_arguments() -> Vec<String> {
@@ -99,6 +104,7 @@ struct Up {
     child: Child,
     pid: u32,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl Up {
@@ -121,9 +127,16 @@ impl Up {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        tokio::spawn(collect_lines(stdout, Arc::clone(&lines)));
-        tokio::spawn(collect_lines(stderr, Arc::clone(&lines)));
-        Up { child, pid, lines }
+        let readers = vec![
+            tokio::spawn(collect_lines(stdout, Arc::clone(&lines))),
+            tokio::spawn(collect_lines(stderr, Arc::clone(&lines))),
+        ];
+        Up {
+            child,
+            pid,
+            lines,
+            readers,
+        }
     }
 
     fn output(&self) -> String {
@@ -150,6 +163,7 @@ impl Up {
             .is_none()
         {
             if let Some(status) = self.child.try_wait().expect("try_wait works") {
+                self.drain_output().await;
                 panic!(
                     "hanko-dev up exited with {status} before printing its curl lines:\n{}",
                     self.output()
@@ -198,22 +212,42 @@ impl Up {
     /// Sends SIGTERM by PID and waits for `up` to exit.
     async fn stop(&mut self) -> ExitStatus {
         send_signal(self.pid, "TERM");
-        match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
+        let status = match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
             Ok(status) => status.expect("waiting for hanko-dev up works"),
             Err(_) => panic!(
                 "hanko-dev up did not stop within {STOP_DEADLINE:?} of SIGTERM:\n{}",
                 self.output()
             ),
-        }
+        };
+        self.drain_output().await;
+        status
     }
 
     async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
-        match tokio::time::timeout(deadline, self.child.wait()).await {
+        let status = match tokio::time::timeout(deadline, self.child.wait()).await {
             Ok(status) => status.expect("waiting for hanko-dev up works"),
             Err(_) => panic!(
                 "hanko-dev up did not exit within {deadline:?}:\n{}",
                 self.output()
             ),
+        };
+        self.drain_output().await;
+        status
+    }
+
+    /// Waits until the readers have read everything `up` wrote, because
+    /// its exit can be seen before its last lines are read from the pipes.
+    async fn drain_output(&mut self) {
+        let readers = std::mem::take(&mut self.readers);
+        for reader in readers {
+            match tokio::time::timeout(DRAIN_DEADLINE, reader).await {
+                Ok(joined) => joined.expect("the output reader does not panic"),
+                Err(_) => panic!(
+                    "stdout or stderr of hanko-dev up is still open {DRAIN_DEADLINE:?} \
+                     after it exited, so a process that inherited it still runs:\n{}",
+                    self.output()
+                ),
+            }
         }
     }
 }

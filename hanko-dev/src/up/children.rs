@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How long a child may take before its health endpoint returns 200.
 pub const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
@@ -20,6 +21,10 @@ pub const HEALTH_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a child may take to exit after its stop signal before it gets
 /// SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the forwarders may take to print a child's last lines once it
+/// has exited. A pipe handed on to a process that still runs stays open.
+const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 
 /// Width of the name column in front of each child's log line.
 const NAME_WIDTH: usize = 10;
@@ -33,6 +38,7 @@ pub struct Supervised {
     pid: u32,
     stop_signal: &'static str,
     child: Child,
+    forwarders: Vec<JoinHandle<()>>,
 }
 
 impl Supervised {
@@ -61,7 +67,7 @@ impl Supervised {
         let pid = child
             .id()
             .context("a child that was just spawned has a PID")?;
-        forward_output(name, &mut child);
+        let forwarders = forward_output(name, &mut child);
         say(&format!("started {name} (PID {pid})"));
 
         Ok(Self {
@@ -69,6 +75,7 @@ impl Supervised {
             pid,
             stop_signal,
             child,
+            forwarders,
         })
     }
 
@@ -83,10 +90,19 @@ impl Supervised {
     ///
     /// Fails when waiting on the process fails.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
-        self.child
+        let status = self
+            .child
             .wait()
             .await
-            .with_context(|| format!("waiting for {} failed", self.name))
+            .with_context(|| format!("waiting for {} failed", self.name))?;
+        self.print_last_lines().await;
+        Ok(status)
+    }
+
+    /// Lets the forwarders finish, so that a message pointing at the
+    /// child's log comes after its last lines rather than before them.
+    async fn print_last_lines(&mut self) {
+        drain_output(std::mem::take(&mut self.forwarders)).await;
     }
 
     /// Polls `url` until it returns 200, the child exits, a stop is
@@ -108,6 +124,7 @@ impl Supervised {
                 bail!("{signal} received while waiting for {}", self.name);
             }
             if let Some(status) = self.child.try_wait().context("checking a child failed")? {
+                self.print_last_lines().await;
                 bail!(
                     "{} exited with {status} before {url} returned 200; its log is above",
                     self.name
@@ -140,10 +157,13 @@ impl Supervised {
 
         send_signal(self.pid, self.stop_signal);
         match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
-            Ok(Ok(status)) => say(&format!(
-                "stopped {} (PID {}, {status})",
-                self.name, self.pid
-            )),
+            Ok(Ok(status)) => {
+                self.print_last_lines().await;
+                say(&format!(
+                    "stopped {} (PID {}, {status})",
+                    self.name, self.pid
+                ));
+            }
             Ok(Err(error)) => say(&format!("waiting for {} failed: {error}", self.name)),
             Err(_) => {
                 say(&format!(
@@ -179,18 +199,29 @@ fn print_line(name: &str, line: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{name:<NAME_WIDTH$} | {line}");
 }
 
-fn forward_output(name: &'static str, child: &mut Child) {
+/// Starts forwarding `child`'s stdout and stderr behind `name` and returns
+/// the forwarding tasks.
+pub fn forward_output(name: &'static str, child: &mut Child) -> Vec<JoinHandle<()>> {
+    let mut forwarders = Vec::with_capacity(2);
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(forward_lines(name, stdout));
+        forwarders.push(tokio::spawn(forward_lines(name, stdout)));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_lines(name, stderr));
+        forwarders.push(tokio::spawn(forward_lines(name, stderr)));
     }
+    forwarders
+}
+
+/// Waits up to [`OUTPUT_DRAIN`] in all for `forwarders` to reach the end of
+/// their pipes, because an exit can be seen before the last lines are read.
+pub async fn drain_output(forwarders: Vec<JoinHandle<()>>) {
+    let all = futures::future::join_all(forwarders);
+    let _ = tokio::time::timeout(OUTPUT_DRAIN, all).await;
 }
 
 /// Forwards lines from `reader` until it closes; a pipe may outlive the
 /// direct child when it hands the pipe on (pg_ctl to postgres does).
-pub async fn forward_lines(name: &'static str, reader: impl AsyncRead + Unpin) {
+async fn forward_lines(name: &'static str, reader: impl AsyncRead + Unpin) {
     let mut lines = BufReader::new(reader).lines();
     loop {
         match lines.next_line().await {

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use anyhow::{Context, Result, bail};
 use tokio::process::Command;
 
-use super::children::{forward_lines, print_output, say};
+use super::children::{drain_output, forward_output, print_output, say};
 use super::files::{read_or_create_secret, read_trimmed, write_private};
 
 /// The Debian package that provides `initdb` and `pg_ctl`.
@@ -214,14 +214,12 @@ impl Cluster {
             .with_context(|| format!("running {command:?} failed"))?;
         // The server inherits these pipes, so its log keeps flowing here
         // after pg_ctl itself has exited.
-        if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(forward_lines("postgres", stdout));
-        }
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_lines("postgres", stderr));
-        }
+        let forwarders = forward_output("postgres", &mut child);
         let status = child.wait().await.context("waiting for pg_ctl failed")?;
         if !status.success() {
+            // A server that failed to start has closed the pipes too, so
+            // its last lines can be printed before the error.
+            drain_output(forwarders).await;
             bail!(
                 "`pg_ctl start` on {} exited with {status}; the PostgreSQL log is above",
                 self.dir.display()
