@@ -9,11 +9,25 @@
 
 local method = os.getenv("BENCH_METHOD") or "GET"
 local body = os.getenv("BENCH_BODY")
+local mean_delay_ms = tonumber(os.getenv("BENCH_MEAN_DELAY_MS") or "0")
 
 wrk.method = method
 if body and body ~= "" then
     wrk.body = body
     wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+end
+
+-- With BENCH_MEAN_DELAY_MS set, each connection waits a random time with
+-- that mean before each request, so the request rate depends on the wait far
+-- more than on how fast the target responds. wrk starts a request's latency
+-- clock when it sends the request, after the wait. The waits are
+-- exponentially distributed, so arrivals come in bursts the way requests of
+-- independent clients do. wrk takes whole milliseconds. Lua's generator is
+-- not seeded, so every target gets the same sequence of waits.
+if mean_delay_ms > 0 then
+    function delay()
+        return math.floor(-mean_delay_ms * math.log(1 - math.random()) + 0.5)
+    end
 end
 
 function done(summary, latency, requests)
