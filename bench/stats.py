@@ -20,10 +20,10 @@ The subcommands `record`, `idle`, `fact` and `key-set` append one entry
 each. `report` prints medians with the min-max spread, the ratios against
 nginx and HAProxy from the same results file, the paced runs in a table of
 their own, and each performance target of hanko-edge as met or missed. It
-exits 1 when any run saw a non-2xx
-response or a socket error, or when an expected target has no run. A missed
-performance target never fails it, because the bench measures and does not
-judge the machine. Standard library only.
+exits 1 when any run saw a non-2xx response or a socket error, or when an
+expected target has no run. A missed performance target never fails it,
+because the bench measures and does not judge the machine. Standard library
+only.
 """
 
 import argparse
