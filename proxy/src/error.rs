@@ -38,6 +38,8 @@ pub enum Rejection {
     CorsRefused(CorsRejection),
     /// No route matches.
     NoRoute,
+    /// Routes match the path, but none accepts the method.
+    MethodNotAllowed,
     /// The upstream refused the connection or broke the exchange.
     UpstreamUnavailable,
     /// No key set is available to check tokens.
@@ -69,6 +71,7 @@ impl Rejection {
             Self::MissingToken | Self::InvalidToken(_) => 401,
             Self::CorsRefused(_) => 403,
             Self::NoRoute => 404,
+            Self::MethodNotAllowed => 405,
             Self::RateLimited { .. } => 429,
             Self::Internal => 500,
             Self::UpstreamUnavailable => 502,
@@ -88,6 +91,7 @@ impl Rejection {
             Self::CorsRefused(CorsRejection::Origin) => "cors_origin_not_allowed",
             Self::CorsRefused(CorsRejection::Method) => "cors_method_not_allowed",
             Self::NoRoute => "no_route",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::UpstreamUnavailable => "upstream_unavailable",
             Self::KeysUnavailable { .. } => "keys_unavailable",
             Self::SessionCheckUnavailable { .. } => "session_check_unavailable",
@@ -103,6 +107,7 @@ impl Rejection {
             401 => "Unauthorized",
             403 => "Forbidden",
             404 => "Not Found",
+            405 => "Method Not Allowed",
             429 => "Too Many Requests",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
@@ -126,6 +131,9 @@ impl Rejection {
             }
             Self::CorsRefused(error) => format!("The CORS preflight was refused: {error}."),
             Self::NoRoute => "No route matches this request.".to_owned(),
+            Self::MethodNotAllowed => {
+                "This path does not accept the request's method; the Allow header lists the methods it accepts.".to_owned()
+            }
             Self::UpstreamUnavailable => {
                 "The upstream service could not be reached or failed to answer.".to_owned()
             }

@@ -288,13 +288,17 @@ impl Route {
     }
 
     fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
+        let method_allowed = self
+            .config
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.contains(method));
+        method_allowed && self.matches_host_and_path(host, path)
+    }
+
+    fn matches_host_and_path(&self, host: Option<&str>, path: &str) -> bool {
         if let Some(route_host) = &self.config.host
             && !host.is_some_and(|host| host.eq_ignore_ascii_case(route_host))
-        {
-            return false;
-        }
-        if let Some(methods) = &self.config.methods
-            && !methods.contains(method)
         {
             return false;
         }
@@ -355,6 +359,23 @@ impl Router {
         self.routes
             .iter()
             .position(|route| route.matches(host, method, path))
+    }
+
+    /// Returns the sorted methods of the routes that take this host and
+    /// path, for the `Allow` header of a 405. After [`Router::find_index`]
+    /// found no route, an empty list means no route takes the path at all.
+    pub fn allowed_methods(&self, host: Option<&str>, path: &str) -> Vec<&str> {
+        let mut allowed: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|route| route.matches_host_and_path(host, path))
+            .filter_map(|route| route.config.methods.as_ref())
+            .flatten()
+            .map(Method::as_str)
+            .collect();
+        allowed.sort_unstable();
+        allowed.dedup();
+        allowed
     }
 
     /// Returns the route at `index`, as returned by [`Router::find_index`].
@@ -552,6 +573,26 @@ mod tests {
         let router = Router::new(vec![route("/api", None, Some(&["GET"]))]);
         assert!(router.find(None, &Method::GET, "/other").is_none());
         assert!(router.find(None, &Method::DELETE, "/api").is_none());
+    }
+
+    #[test]
+    fn allowed_methods_merge_matching_routes() {
+        let router = Router::new(vec![
+            route("/api", None, Some(&["POST", "GET"])),
+            route("/api", None, Some(&["GET", "PUT"])),
+            route("/api", Some("admin.example.com"), Some(&["DELETE"])),
+            route("/other", None, Some(&["PATCH"])),
+        ]);
+
+        assert_eq!(
+            router.allowed_methods(None, "/api/x"),
+            ["GET", "POST", "PUT"]
+        );
+        assert_eq!(
+            router.allowed_methods(Some("admin.example.com"), "/api/x"),
+            ["DELETE", "GET", "POST", "PUT"]
+        );
+        assert!(router.allowed_methods(None, "/nowhere").is_empty());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::header::{HOST, ORIGIN};
+use http::header::{ALLOW, HOST, ORIGIN};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -81,6 +81,8 @@ pub struct RequestContext {
     token_from_cache: bool,
     rejection: Option<Rejection>,
     cors_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `Allow` value of a 405: the methods the path's routes accept.
+    allow: Option<HeaderValue>,
     /// When the first upstream peer was picked.
     upstream_started: Option<Instant>,
     /// Time from `upstream_started` to the upstream's response header.
@@ -106,8 +108,11 @@ impl EdgeProxy {
         rejection: Rejection,
     ) -> pingora::Result<bool> {
         ctx.rejection = Some(rejection);
-        let mut extra = Vec::with_capacity(1 + ctx.cors_headers.len());
+        let mut extra = Vec::with_capacity(2 + ctx.cors_headers.len());
         extra.push((REQUEST_ID.clone(), ctx.request_id.clone()));
+        if let Some(allow) = &ctx.allow {
+            extra.push((ALLOW, allow.clone()));
+        }
         extra.extend(ctx.cors_headers.iter().cloned());
         respond(session, rejection, &extra).await?;
         Ok(true)
@@ -144,9 +149,15 @@ impl EdgeProxy {
             }
         }
 
-        let index = router
-            .find_index(host, &request.method, &path)
-            .ok_or(Rejection::NoRoute)?;
+        let Some(index) = router.find_index(host, &request.method, &path) else {
+            let allowed = router.allowed_methods(host, &path);
+            if allowed.is_empty() {
+                return Err(Rejection::NoRoute);
+            }
+            // Method names are tokens, which are valid header characters.
+            ctx.allow = HeaderValue::from_str(&allowed.join(", ")).ok();
+            return Err(Rejection::MethodNotAllowed);
+        };
         let route = router.get(index);
         ctx.route = Some(index);
         if let (Some(cors), Some(origin)) = (&route.config.cors, request.headers.get(ORIGIN)) {
@@ -243,6 +254,7 @@ impl ProxyHttp for EdgeProxy {
             token_from_cache: false,
             rejection: None,
             cors_headers: Vec::new(),
+            allow: None,
             upstream_started: None,
             upstream_latency: None,
             _in_flight: InFlight::start(),

@@ -214,6 +214,59 @@ async fn host_and_method_select_the_route() {
 }
 
 #[tokio::test]
+async fn unaccepted_method_gets_405_with_allow() {
+    let writes = EchoServer::start_named("writes").await;
+    let upstream = writes.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config
+            .route(&format!(
+                "path_prefix = \"/writes\"\nmethods = [\"PUT\", \"POST\"]\nupstream = \"{upstream}\"\nauth = \"required\""
+            ))
+            .route(&format!(
+                "path_prefix = \"/writes\"\nmethods = [\"POST\", \"PATCH\"]\nupstream = \"{upstream}\"\nauth = \"required\""
+            ))
+    })
+    .await;
+
+    // No token: the method is checked before authentication, like the path.
+    let response = stack
+        .client
+        .delete(stack.proxy.url("/writes/x"))
+        .send()
+        .await
+        .expect("the proxy responds");
+    let allow = response
+        .headers()
+        .get("allow")
+        .map(|value| value.to_str().expect("ASCII").to_owned());
+    let (status, content_type, body) = problem(response).await;
+
+    assert_eq!(status, 405);
+    assert_eq!(allow.as_deref(), Some("PATCH, POST, PUT"));
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["status"], 405);
+    assert_eq!(
+        stack
+            .proxy
+            .metric("edge_proxy_refusals_total{reason=\"method_not_allowed\"}")
+            .await,
+        1.0
+    );
+
+    // A path no route takes stays a 404, whatever the method.
+    let elsewhere = stack
+        .client
+        .delete(stack.proxy.url("/nowhere"))
+        .send()
+        .await
+        .expect("the proxy responds");
+    assert_eq!(elsewhere.status(), 404);
+    assert!(elsewhere.headers().get("allow").is_none());
+    assert_eq!(writes.request_count(), 0);
+    assert_eq!(stack.upstream.request_count(), 0);
+}
+
+#[tokio::test]
 async fn unknown_path_gets_404_problem() {
     let stack = ProxyStack::start().await;
 
