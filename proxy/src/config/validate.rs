@@ -113,7 +113,32 @@ impl Problems {
     fn missing(&mut self, key: &str, problem: impl fmt::Display) {
         self.0.push(format!("{key} is missing: {problem}"));
     }
+
+    /// Parses every entry of the list at `key`, adding `problem` for each
+    /// entry `parse` rejects, and returns the entries it accepted.
+    fn parse_each<T>(
+        &mut self,
+        key: &str,
+        values: &[String],
+        parse: impl Fn(&str) -> Option<T>,
+        problem: &str,
+    ) -> Vec<T> {
+        let mut parsed = Vec::with_capacity(values.len());
+        for (index, value) in values.iter().enumerate() {
+            match parse(value) {
+                Some(item) => parsed.push(item),
+                None => self.add(&format!("{key}[{index}]"), value, problem),
+            }
+        }
+        parsed
+    }
 }
+
+/// The problem of a list entry that is not a method.
+const NOT_A_METHOD: &str = "is not an upper-case HTTP method such as GET";
+
+/// The problem of a list entry that is not a header name.
+const NOT_A_HEADER_NAME: &str = "is not a valid HTTP header name";
 
 /// Validates `[proxy]` into a [`Config`].
 pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
@@ -706,18 +731,12 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
                 "must hold at least one method; remove the key to allow every method",
             );
         }
-        let mut methods = Vec::with_capacity(values.len());
-        for (index, value) in values.iter().enumerate() {
-            match parse_method(value) {
-                Some(method) => methods.push(method),
-                None => problems.add(
-                    &format!("{key}.methods[{index}]"),
-                    value,
-                    "is not an upper-case HTTP method such as GET",
-                ),
-            }
-        }
-        methods
+        problems.parse_each(
+            &format!("{key}.methods"),
+            &values,
+            parse_method,
+            NOT_A_METHOD,
+        )
     });
 
     let upstream_values = file.upstream.into_vec();
@@ -880,39 +899,25 @@ fn validate_cors(key: &str, file: CorsFile, problems: &mut Problems) -> Option<C
         AllowedOrigins::List(file.allowed_origins.clone())
     };
 
-    let mut methods = Vec::with_capacity(file.allowed_methods.len());
-    for (index, value) in file.allowed_methods.iter().enumerate() {
-        match parse_method(value) {
-            Some(method) => methods.push(method),
-            None => problems.add(
-                &format!("{key}.allowed_methods[{index}]"),
-                value,
-                "is not an upper-case HTTP method such as GET",
-            ),
-        }
-    }
-    let mut headers = Vec::with_capacity(file.allowed_headers.len());
-    for (index, value) in file.allowed_headers.iter().enumerate() {
-        match HeaderName::from_bytes(value.as_bytes()) {
-            Ok(name) => headers.push(name),
-            Err(_) => problems.add(
-                &format!("{key}.allowed_headers[{index}]"),
-                value,
-                "is not a valid HTTP header name",
-            ),
-        }
-    }
-    let mut expose = Vec::with_capacity(file.expose_headers.len());
-    for (index, value) in file.expose_headers.iter().enumerate() {
-        match HeaderName::from_bytes(value.as_bytes()) {
-            Ok(name) => expose.push(name),
-            Err(_) => problems.add(
-                &format!("{key}.expose_headers[{index}]"),
-                value,
-                "is not a valid HTTP header name",
-            ),
-        }
-    }
+    let methods = problems.parse_each(
+        &format!("{key}.allowed_methods"),
+        &file.allowed_methods,
+        parse_method,
+        NOT_A_METHOD,
+    );
+    let header_name = |value: &str| HeaderName::from_bytes(value.as_bytes()).ok();
+    let headers = problems.parse_each(
+        &format!("{key}.allowed_headers"),
+        &file.allowed_headers,
+        header_name,
+        NOT_A_HEADER_NAME,
+    );
+    let expose = problems.parse_each(
+        &format!("{key}.expose_headers"),
+        &file.expose_headers,
+        header_name,
+        NOT_A_HEADER_NAME,
+    );
     if file.max_age_seconds > MAX_CORS_MAX_AGE_SECONDS {
         problems.add(
             &format!("{key}.max_age_seconds"),
@@ -1048,22 +1053,210 @@ mod tests {
         );
     }
 
+    /// Each case replaces one string of `MINIMAL` and expects a problem
+    /// that contains the case's last string.
     #[test]
-    fn missing_audience_is_rejected() {
-        let text = MINIMAL.replace("audience = \"localhost\"", "");
-        assert_rejected(&text, "proxy.auth.audience is missing");
-    }
-
-    #[test]
-    fn empty_audience_list_is_rejected() {
-        let text = MINIMAL.replace("audience = \"localhost\"", "audience = []");
-        assert_rejected(&text, "proxy.auth.audience = []");
-    }
-
-    #[test]
-    fn unknown_key_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\naudiance = \"x\"");
-        assert_rejected(&text, "audiance");
+    fn invalid_values_are_named() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "missing audience is rejected",
+                "audience = \"localhost\"",
+                "",
+                "proxy.auth.audience is missing",
+            ),
+            (
+                "empty audience list is rejected",
+                "audience = \"localhost\"",
+                "audience = []",
+                "proxy.auth.audience = []",
+            ),
+            (
+                "unknown key is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\naudiance = \"x\"",
+                "audiance",
+            ),
+            (
+                "bad listen address is named",
+                "[proxy]",
+                "[proxy]\nlisten = [\"localhost:80x\"]",
+                "proxy.listen[0] = \"localhost:80x\"",
+            ),
+            (
+                "admin on proxy address is rejected",
+                "[proxy]",
+                "[proxy]\nlisten = [\"127.0.0.1:9000\"]\nadmin_listen = \"127.0.0.1:9000\"",
+                "proxy.admin_listen",
+            ),
+            (
+                "plain http key set off loopback is rejected",
+                "http://127.0.0.1:8000",
+                "http://auth.example.com",
+                "plain http is allowed only to a loopback host",
+            ),
+            (
+                "missing key source is rejected",
+                "hanko_api_url = \"http://127.0.0.1:8000\"",
+                "",
+                "proxy.auth.hanko_api_url is missing",
+            ),
+            (
+                "hmac algorithm is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nalgorithms = [\"HS256\"]",
+                "proxy.auth.algorithms[0] = \"HS256\"",
+            ),
+            (
+                "unknown algorithm is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nalgorithms = [\"none\"]",
+                "proxy.auth.algorithms[0] = \"none\"",
+            ),
+            (
+                "large leeway is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nleeway_seconds = 3600",
+                "proxy.auth.leeway_seconds = 3600",
+            ),
+            (
+                "token size limit is bounded",
+                "[proxy.auth]",
+                "[proxy.auth]\nmax_token_bytes = 10",
+                "proxy.auth.max_token_bytes = 10",
+            ),
+            (
+                "bad cookie name is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\ncookie_name = \"a b\"",
+                "proxy.auth.cookie_name = \"a b\"",
+            ),
+            (
+                "claim header clashing with user id is rejected",
+                "[[proxy.routes]]",
+                "[proxy.auth.claim_headers]\n\"email.address\" = \"x-user-id\"\n[[proxy.routes]]",
+                "already used",
+            ),
+            (
+                "reserved claim header is rejected",
+                "[[proxy.routes]]",
+                "[proxy.auth.claim_headers]\n\"email.address\" = \"Authorization\"\n[[proxy.routes]]",
+                "managed by the proxy",
+            ),
+            (
+                "underscore identity header is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nuser_id_header = \"x_user\"",
+                "proxy.auth.user_id_header = \"x_user\"",
+            ),
+            (
+                "empty claim path segment is rejected",
+                "[[proxy.routes]]",
+                "[proxy.auth.claim_headers]\n\"email..address\" = \"x-email\"\n[[proxy.routes]]",
+                "dot-separated",
+            ),
+            (
+                "zero token cache size is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\ntoken_cache = { max_entries = 0 }",
+                "proxy.auth.token_cache.max_entries = 0",
+            ),
+            (
+                "zero jwks fetch timeout is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\njwks = { fetch_timeout_ms = 0 }",
+                "proxy.auth.jwks.fetch_timeout_ms = 0",
+            ),
+            (
+                "route prefix must be normal",
+                "path_prefix = \"/api\"",
+                "path_prefix = \"/api//v1\"",
+                "write \"/api/v1\"",
+            ),
+            (
+                "relative route prefix is rejected",
+                "path_prefix = \"/api\"",
+                "path_prefix = \"api\"",
+                "proxy.routes[0].path_prefix = \"api\"",
+            ),
+            (
+                "bad upstream is named",
+                "upstream = \"127.0.0.1:8081\"",
+                "upstream = [\"127.0.0.1:8081\", \"nowhere\"]",
+                "proxy.routes[0].upstream[1] = \"nowhere\"",
+            ),
+            (
+                "bad auth mode is named",
+                "auth = \"required\"",
+                "auth = \"maybe\"",
+                "proxy.routes[0].auth = \"maybe\"",
+            ),
+            (
+                "lower case method is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\nmethods = [\"get\"]",
+                "proxy.routes[0].methods[0] = \"get\"",
+            ),
+            (
+                "lower case CORS method is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\n[proxy.routes.cors]\nallowed_origins = [\"https://app.example.com\"]\nallowed_methods = [\"get\"]",
+                "proxy.routes[0].cors.allowed_methods[0] = \"get\"",
+            ),
+            (
+                "bad CORS request header is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\n[proxy.routes.cors]\nallowed_origins = [\"https://app.example.com\"]\nallowed_headers = [\"x header\"]",
+                "proxy.routes[0].cors.allowed_headers[0] = \"x header\"",
+            ),
+            (
+                "bad CORS exposed header is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\n[proxy.routes.cors]\nallowed_origins = [\"https://app.example.com\"]\nexpose_headers = [\"x:y\"]",
+                "proxy.routes[0].cors.expose_headers[0] = \"x:y\"",
+            ),
+            (
+                "zero timeout is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\nread_timeout_ms = 0",
+                "proxy.routes[0].read_timeout_ms = 0",
+            ),
+            (
+                "session check validate without url is rejected",
+                "hanko_api_url = \"http://127.0.0.1:8000\"",
+                "jwks_url = \"http://127.0.0.1:8000/keys\"\nsession_check = \"validate\"",
+                "session_check = \"validate\" needs hanko_api_url",
+            ),
+            (
+                "plain http session validate url off loopback is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nsession_check = \"validate\"\nsession_validate_url = \"http://auth.example.com/sessions/validate\"",
+                "proxy.auth.session_validate_url",
+            ),
+            (
+                "unknown session check is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nsession_check = \"hanko\"",
+                "proxy.auth.session_check = \"hanko\"",
+            ),
+            (
+                "unknown session unreachable is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\nsession_unreachable = \"ignore\"",
+                "proxy.auth.session_unreachable = \"ignore\"",
+            ),
+        ];
+        for (case, from, to, expected) in cases {
+            let text = MINIMAL.replace(from, to);
+            assert_ne!(text, MINIMAL, "{case}: the edit changes nothing");
+            let problems = match Config::from_toml(&text) {
+                Ok(_) => panic!("{case}: the config was accepted"),
+                Err(error) => error.problems().to_vec(),
+            };
+            assert!(
+                problems.iter().any(|problem| problem.contains(expected)),
+                "{case}: expected a problem containing {expected:?}, got {problems:#?}"
+            );
+        }
     }
 
     #[test]
@@ -1079,36 +1272,9 @@ mod tests {
     }
 
     #[test]
-    fn bad_listen_address_is_named() {
-        let text = MINIMAL.replace("[proxy]", "[proxy]\nlisten = [\"localhost:80x\"]");
-        assert_rejected(&text, "proxy.listen[0] = \"localhost:80x\"");
-    }
-
-    #[test]
-    fn admin_on_proxy_address_is_rejected() {
-        let text = MINIMAL.replace(
-            "[proxy]",
-            "[proxy]\nlisten = [\"127.0.0.1:9000\"]\nadmin_listen = \"127.0.0.1:9000\"",
-        );
-        assert_rejected(&text, "proxy.admin_listen");
-    }
-
-    #[test]
-    fn plain_http_key_set_off_loopback_is_rejected() {
-        let text = MINIMAL.replace("http://127.0.0.1:8000", "http://auth.example.com");
-        assert_rejected(&text, "plain http is allowed only to a loopback host");
-    }
-
-    #[test]
     fn plain_http_to_localhost_is_accepted() {
         let text = MINIMAL.replace("http://127.0.0.1:8000", "http://localhost:8000");
         assert!(Config::from_toml(&text).is_ok());
-    }
-
-    #[test]
-    fn missing_key_source_is_rejected() {
-        let text = MINIMAL.replace("hanko_api_url = \"http://127.0.0.1:8000\"", "");
-        assert_rejected(&text, "proxy.auth.hanko_api_url is missing");
     }
 
     #[test]
@@ -1122,78 +1288,6 @@ mod tests {
     }
 
     #[test]
-    fn hmac_algorithm_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nalgorithms = [\"HS256\"]");
-        assert_rejected(&text, "proxy.auth.algorithms[0] = \"HS256\"");
-    }
-
-    #[test]
-    fn unknown_algorithm_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nalgorithms = [\"none\"]");
-        assert_rejected(&text, "proxy.auth.algorithms[0] = \"none\"");
-    }
-
-    #[test]
-    fn large_leeway_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nleeway_seconds = 3600");
-        assert_rejected(&text, "proxy.auth.leeway_seconds = 3600");
-    }
-
-    #[test]
-    fn token_size_limit_is_bounded() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nmax_token_bytes = 10");
-        assert_rejected(&text, "proxy.auth.max_token_bytes = 10");
-    }
-
-    #[test]
-    fn bad_cookie_name_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\ncookie_name = \"a b\"");
-        assert_rejected(&text, "proxy.auth.cookie_name = \"a b\"");
-    }
-
-    #[test]
-    fn claim_header_clashing_with_user_id_is_rejected() {
-        let text = MINIMAL.replace(
-            "[[proxy.routes]]",
-            "[proxy.auth.claim_headers]\n\"email.address\" = \"x-user-id\"\n[[proxy.routes]]",
-        );
-        assert_rejected(&text, "already used");
-    }
-
-    #[test]
-    fn reserved_claim_header_is_rejected() {
-        let text = MINIMAL.replace(
-            "[[proxy.routes]]",
-            "[proxy.auth.claim_headers]\n\"email.address\" = \"Authorization\"\n[[proxy.routes]]",
-        );
-        assert_rejected(&text, "managed by the proxy");
-    }
-
-    #[test]
-    fn underscore_identity_header_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nuser_id_header = \"x_user\"");
-        assert_rejected(&text, "proxy.auth.user_id_header = \"x_user\"");
-    }
-
-    #[test]
-    fn empty_claim_path_segment_is_rejected() {
-        let text = MINIMAL.replace(
-            "[[proxy.routes]]",
-            "[proxy.auth.claim_headers]\n\"email..address\" = \"x-email\"\n[[proxy.routes]]",
-        );
-        assert_rejected(&text, "dot-separated");
-    }
-
-    #[test]
-    fn zero_token_cache_size_is_rejected() {
-        let text = MINIMAL.replace(
-            "[proxy.auth]",
-            "[proxy.auth]\ntoken_cache = { max_entries = 0 }",
-        );
-        assert_rejected(&text, "proxy.auth.token_cache.max_entries = 0");
-    }
-
-    #[test]
     fn disabled_token_cache_is_none() {
         let text = MINIMAL.replace(
             "[proxy.auth]",
@@ -1204,15 +1298,6 @@ mod tests {
     }
 
     #[test]
-    fn zero_jwks_fetch_timeout_is_rejected() {
-        let text = MINIMAL.replace(
-            "[proxy.auth]",
-            "[proxy.auth]\njwks = { fetch_timeout_ms = 0 }",
-        );
-        assert_rejected(&text, "proxy.auth.jwks.fetch_timeout_ms = 0");
-    }
-
-    #[test]
     fn missing_routes_are_rejected() {
         let text = MINIMAL
             .split("[[proxy.routes]]")
@@ -1220,12 +1305,6 @@ mod tests {
             .expect("text before routes")
             .to_owned();
         assert_rejected(&text, "proxy.routes is missing");
-    }
-
-    #[test]
-    fn route_prefix_must_be_normal() {
-        let text = MINIMAL.replace("path_prefix = \"/api\"", "path_prefix = \"/api//v1\"");
-        assert_rejected(&text, "write \"/api/v1\"");
     }
 
     #[test]
@@ -1243,36 +1322,6 @@ mod tests {
     }
 
     #[test]
-    fn relative_route_prefix_is_rejected() {
-        let text = MINIMAL.replace("path_prefix = \"/api\"", "path_prefix = \"api\"");
-        assert_rejected(&text, "proxy.routes[0].path_prefix = \"api\"");
-    }
-
-    #[test]
-    fn bad_upstream_is_named() {
-        let text = MINIMAL.replace(
-            "upstream = \"127.0.0.1:8081\"",
-            "upstream = [\"127.0.0.1:8081\", \"nowhere\"]",
-        );
-        assert_rejected(&text, "proxy.routes[0].upstream[1] = \"nowhere\"");
-    }
-
-    #[test]
-    fn bad_auth_mode_is_named() {
-        let text = MINIMAL.replace("auth = \"required\"", "auth = \"maybe\"");
-        assert_rejected(&text, "proxy.routes[0].auth = \"maybe\"");
-    }
-
-    #[test]
-    fn lower_case_method_is_rejected() {
-        let text = MINIMAL.replace(
-            "auth = \"required\"",
-            "auth = \"required\"\nmethods = [\"get\"]",
-        );
-        assert_rejected(&text, "proxy.routes[0].methods[0] = \"get\"");
-    }
-
-    #[test]
     fn duplicate_routes_are_rejected() {
         let route = MINIMAL
             .split("[[proxy.routes]]")
@@ -1281,15 +1330,6 @@ mod tests {
             .to_owned();
         let text = format!("{MINIMAL}\n[[proxy.routes]]{route}");
         assert_rejected(&text, "another route has the same");
-    }
-
-    #[test]
-    fn zero_timeout_is_rejected() {
-        let text = MINIMAL.replace(
-            "auth = \"required\"",
-            "auth = \"required\"\nread_timeout_ms = 0",
-        );
-        assert_rejected(&text, "proxy.routes[0].read_timeout_ms = 0");
     }
 
     #[test]
@@ -1379,15 +1419,6 @@ mod tests {
     }
 
     #[test]
-    fn session_check_validate_without_url_is_rejected() {
-        let text = MINIMAL.replace(
-            "hanko_api_url = \"http://127.0.0.1:8000\"",
-            "jwks_url = \"http://127.0.0.1:8000/keys\"\nsession_check = \"validate\"",
-        );
-        assert_rejected(&text, "session_check = \"validate\" needs hanko_api_url");
-    }
-
-    #[test]
     fn explicit_session_validate_url_is_enough() {
         let text = MINIMAL.replace(
             "hanko_api_url = \"http://127.0.0.1:8000\"",
@@ -1403,30 +1434,6 @@ mod tests {
                 .as_str(),
             "http://127.0.0.1:7000/v"
         );
-    }
-
-    #[test]
-    fn plain_http_session_validate_url_off_loopback_is_rejected() {
-        let text = MINIMAL.replace(
-            "[proxy.auth]",
-            "[proxy.auth]\nsession_check = \"validate\"\nsession_validate_url = \"http://auth.example.com/sessions/validate\"",
-        );
-        assert_rejected(&text, "proxy.auth.session_validate_url");
-    }
-
-    #[test]
-    fn unknown_session_check_is_rejected() {
-        let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nsession_check = \"hanko\"");
-        assert_rejected(&text, "proxy.auth.session_check = \"hanko\"");
-    }
-
-    #[test]
-    fn unknown_session_unreachable_is_rejected() {
-        let text = MINIMAL.replace(
-            "[proxy.auth]",
-            "[proxy.auth]\nsession_unreachable = \"ignore\"",
-        );
-        assert_rejected(&text, "proxy.auth.session_unreachable = \"ignore\"");
     }
 
     #[test]
