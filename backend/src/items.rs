@@ -165,15 +165,7 @@ pub async fn get_item(
     identity: Identity,
     id: ItemId,
 ) -> Result<Json<Item>, ApiError> {
-    let mut transaction = state.database().begin_as(&identity).await?;
-
-    let item = sqlx::query_as::<_, Item>(SELECT_ITEM)
-        .bind(id.0)
-        .fetch_optional(&mut *transaction)
-        .await?;
-
-    transaction.commit().await?;
-    item.map(Json).ok_or(ApiError::ItemNotFound(id.0))
+    one_item(&state, &identity, id, SELECT_ITEM).await
 }
 
 /// Changes the title and/or description of an item.
@@ -248,9 +240,20 @@ pub async fn delete_item(
     identity: Identity,
     id: ItemId,
 ) -> Result<Json<Item>, ApiError> {
-    let mut transaction = state.database().begin_as(&identity).await?;
+    one_item(&state, &identity, id, DELETE_ITEM).await
+}
 
-    let item = sqlx::query_as::<_, Item>(DELETE_ITEM)
+/// Runs `statement`, whose only parameter is the item id, as the caller
+/// and returns the item it returns, or 404 when it returns no row.
+async fn one_item(
+    state: &AppState,
+    identity: &Identity,
+    id: ItemId,
+    statement: &'static str,
+) -> Result<Json<Item>, ApiError> {
+    let mut transaction = state.database().begin_as(identity).await?;
+
+    let item = sqlx::query_as::<_, Item>(statement)
         .bind(id.0)
         .fetch_optional(&mut *transaction)
         .await?;
