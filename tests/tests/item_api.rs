@@ -61,6 +61,13 @@ impl Fixture {
         response.json().await.expect("list JSON")
     }
 
+    /// Fetches the item at `path` as `user`, which must succeed.
+    async fn fetch(&self, user: &str, path: &str) -> Value {
+        let response = self.send(self.request(Method::GET, path, Some(user))).await;
+        assert_eq!(response.status(), StatusCode::OK, "fetching {path}");
+        response.json().await.expect("item JSON")
+    }
+
     async fn get_status(&self, user: &str, id: &Value) -> StatusCode {
         self.send(self.request(Method::GET, &format!("/api/v1/item/{id}"), Some(user)))
             .await
@@ -213,12 +220,7 @@ async fn create_returns_201_with_location() {
     assert_eq!(keys.len(), 4, "{item}");
     assert_eq!(location, format!("/api/v1/item/{}", item["id"]));
 
-    let fetched: Value = fixture
-        .send(fixture.request(Method::GET, &location, Some(ALICE)))
-        .await
-        .json()
-        .await
-        .expect("item JSON");
+    let fetched = fixture.fetch(ALICE, &location).await;
     assert_eq!(fetched, item);
 }
 
@@ -533,12 +535,7 @@ async fn update_of_foreign_item_is_404_and_unchanged() {
         .await;
     assert_problem(response, StatusCode::NOT_FOUND).await;
 
-    let unchanged: Value = fixture
-        .send(fixture.request(Method::GET, &path, Some(ALICE)))
-        .await
-        .json()
-        .await
-        .expect("item JSON");
+    let unchanged = fixture.fetch(ALICE, &path).await;
     assert_eq!(unchanged, item);
 }
 
@@ -597,12 +594,7 @@ async fn update_rejects_empty_or_invalid_body() {
         .await;
     assert_problem(response, StatusCode::BAD_REQUEST).await;
 
-    let unchanged: Value = fixture
-        .send(fixture.request(Method::GET, &path, Some(ALICE)))
-        .await
-        .json()
-        .await
-        .expect("item JSON");
+    let unchanged = fixture.fetch(ALICE, &path).await;
     assert_eq!(unchanged, item);
 }
 
@@ -699,12 +691,7 @@ async fn unusable_user_id_is_401_on_every_route() {
     let longest = "a".repeat(255);
     assert!(fixture.list(&longest, "").await.is_empty());
 
-    let unchanged: Value = fixture
-        .send(fixture.request(Method::GET, &item_path, Some(ALICE)))
-        .await
-        .json()
-        .await
-        .expect("item JSON");
+    let unchanged = fixture.fetch(ALICE, &item_path).await;
     assert_eq!(unchanged, item);
     assert_eq!(fixture.list(ALICE, "").await.len(), 1);
 }
