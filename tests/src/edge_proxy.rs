@@ -375,6 +375,15 @@ impl ProxyStack {
         self.token(&hanko_claims(subject))
     }
 
+    /// Sends `GET {path}` to the proxy without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.proxy.url(path))
+            .send()
+            .await
+            .expect("the proxy responds")
+    }
+
     /// Sends `GET {path}` to the proxy with `Authorization: Bearer {token}`.
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.client

@@ -21,12 +21,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
 async fn assert_log_survives_stop(signal: &str, log_filter: &str, last_message: Option<&str>) {
     let mut stack = ProxyStack::start_with_log_filter(|config| config, log_filter).await;
     for index in 0..REQUESTS {
-        let response = stack
-            .client
-            .get(stack.proxy.url(&format!("/public/flush-{index}")))
-            .send()
-            .await
-            .expect("the proxy answers");
+        let response = stack.get(&format!("/public/flush-{index}")).await;
         assert_eq!(response.status(), 200, "request {index}");
     }
 

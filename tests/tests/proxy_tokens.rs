@@ -230,12 +230,7 @@ async fn header_decides_when_cookie_also_sent() {
 async fn missing_token_gets_bare_challenge() {
     let stack = ProxyStack::start().await;
 
-    let response = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .send()
-        .await
-        .expect("the proxy answers");
+    let response = stack.get("/api/x").await;
 
     assert_eq!(response.status(), 401);
     assert_eq!(

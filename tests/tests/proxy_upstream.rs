@@ -30,26 +30,13 @@ async fn refusing_upstream_gives_502_and_proxy_keeps_serving() {
     })
     .await;
 
-    let (status, content_type, body) = problem(
-        stack
-            .client
-            .get(stack.proxy.url("/down/x"))
-            .send()
-            .await
-            .expect("the proxy answers"),
-    )
-    .await;
+    let (status, content_type, body) = problem(stack.get("/down/x").await).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     assert_eq!(body["status"], 502);
     assert_eq!(body["title"], "Bad Gateway");
 
-    let after = stack
-        .client
-        .get(stack.proxy.url("/public/x"))
-        .send()
-        .await
-        .expect("the proxy answers");
+    let after = stack.get("/public/x").await;
     assert_eq!(after.status(), 200);
 }
 
@@ -65,15 +52,7 @@ async fn silent_upstream_gives_504_within_timeout() {
     .await;
 
     let started = Instant::now();
-    let (status, content_type, body) = problem(
-        stack
-            .client
-            .get(stack.proxy.url("/slow/x"))
-            .send()
-            .await
-            .expect("the proxy answers"),
-    )
-    .await;
+    let (status, content_type, body) = problem(stack.get("/slow/x").await).await;
     let elapsed = started.elapsed();
 
     assert_eq!(status, 504, "{body}");
@@ -90,12 +69,7 @@ async fn silent_upstream_gives_504_within_timeout() {
     );
 
     for _ in 0..3 {
-        let after = stack
-            .client
-            .get(stack.proxy.url("/public/x"))
-            .send()
-            .await
-            .expect("the proxy answers");
+        let after = stack.get("/public/x").await;
         assert_eq!(after.status(), 200);
     }
 }
@@ -119,12 +93,7 @@ async fn peers_rotate_and_a_refusing_peer_is_skipped() {
 
     let mut servers = BTreeSet::new();
     for _ in 0..4 {
-        let response = stack
-            .client
-            .get(stack.proxy.url("/pool/x"))
-            .send()
-            .await
-            .expect("the proxy answers");
+        let response = stack.get("/pool/x").await;
         assert_eq!(response.status(), 200);
         let echoed = Echoed::from_body(&response.bytes().await.expect("body"));
         servers.insert(echoed.server().to_owned());
@@ -136,12 +105,7 @@ async fn peers_rotate_and_a_refusing_peer_is_skipped() {
     );
 
     for _ in 0..6 {
-        let response = stack
-            .client
-            .get(stack.proxy.url("/half/x"))
-            .send()
-            .await
-            .expect("the proxy answers");
+        let response = stack.get("/half/x").await;
         assert_eq!(response.status(), 200, "the refusing peer is skipped");
     }
 }
@@ -158,12 +122,7 @@ async fn strip_prefix_sends_the_rest_of_the_path() {
     .await;
 
     for (path, expected) in [("/svc/v1/item?q=1", "/v1/item?q=1"), ("/svc", "/")] {
-        let response = stack
-            .client
-            .get(stack.proxy.url(path))
-            .send()
-            .await
-            .expect("the proxy answers");
+        let response = stack.get(path).await;
         let echoed = Echoed::from_body(&response.bytes().await.expect("body"));
         assert_eq!(echoed.target(), expected, "{path}");
     }
@@ -270,15 +229,7 @@ async fn unaccepted_method_gets_405_with_allow() {
 async fn unknown_path_gets_404_problem() {
     let stack = ProxyStack::start().await;
 
-    let (status, content_type, body) = problem(
-        stack
-            .client
-            .get(stack.proxy.url("/nowhere"))
-            .send()
-            .await
-            .expect("the proxy answers"),
-    )
-    .await;
+    let (status, content_type, body) = problem(stack.get("/nowhere").await).await;
 
     assert_eq!(status, 404);
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
