@@ -384,6 +384,19 @@ impl ProxyStack {
             .expect("the proxy responds")
     }
 
+    /// Sends `GET {path}` to the proxy with `headers`.
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client.get(self.proxy.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("the proxy responds")
+    }
+
     /// Sends `GET {path}` to the proxy with `Authorization: Bearer {token}`.
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.client

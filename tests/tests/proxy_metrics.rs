@@ -105,12 +105,8 @@ async fn request_and_refusal_counters_move() {
 async fn text_access_log_is_the_default() {
     let stack = ProxyStack::start().await;
     let response = stack
-        .client
-        .get(stack.proxy.url("/public/x"))
-        .header("x-request-id", "text-log-check-1")
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers("/public/x", &[("x-request-id", "text-log-check-1")])
+        .await;
     assert_eq!(response.status(), 200);
 
     let logged = poll_until(POLL_TIMEOUT, || async {

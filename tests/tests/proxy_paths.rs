@@ -240,13 +240,14 @@ async fn cors_headers_are_added_to_proxied_responses() {
     let token = stack.valid_token(USER);
 
     let response = stack
-        .client
-        .get(stack.proxy.url("/cors/items"))
-        .header("origin", ORIGIN)
-        .header("authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers(
+            "/cors/items",
+            &[
+                ("origin", ORIGIN),
+                ("authorization", format!("Bearer {token}").as_str()),
+            ],
+        )
+        .await;
 
     assert_eq!(response.status(), 200);
     let header = |name: &str| {

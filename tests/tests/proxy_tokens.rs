@@ -134,12 +134,8 @@ async fn lowercase_and_spaced_bearer_passes() {
         format!("Bearer\t{token}  "),
     ] {
         let response = stack
-            .client
-            .get(stack.proxy.url("/api/x"))
-            .header("authorization", &value)
-            .send()
-            .await
-            .expect("the proxy answers");
+            .get_with_headers("/api/x", &[("authorization", value.as_str())])
+            .await;
         let echoed = echoed(response).await;
         assert_eq!(echoed.header("x-user-id").as_deref(), Some(USER));
     }
@@ -151,12 +147,11 @@ async fn cookie_only_passes() {
     let token = stack.valid_token(USER);
 
     let response = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .header("cookie", format!("theme=dark; hanko={token}"))
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers(
+            "/api/x",
+            &[("cookie", format!("theme=dark; hanko={token}").as_str())],
+        )
+        .await;
 
     let echoed = echoed(response).await;
     assert_eq!(echoed.header("x-user-id").as_deref(), Some(USER));
@@ -168,19 +163,11 @@ async fn configured_cookie_name_is_read() {
     let token = stack.valid_token(USER);
 
     let with_session = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .header("cookie", format!("session={token}"))
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers("/api/x", &[("cookie", format!("session={token}").as_str())])
+        .await;
     let with_hanko = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .header("cookie", format!("hanko={token}"))
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers("/api/x", &[("cookie", format!("hanko={token}").as_str())])
+        .await;
 
     assert_eq!(with_session.status(), 200);
     assert_eq!(with_hanko.status(), 401);
@@ -191,39 +178,37 @@ async fn header_decides_when_cookie_also_sent() {
     let stack = ProxyStack::start().await;
     let token = stack.valid_token(USER);
 
-    let valid_header = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .header("authorization", format!("Bearer {token}"))
-        .header("cookie", "hanko=garbage")
-        .send()
-        .await
-        .expect("the proxy answers");
-    assert_eq!(valid_header.status(), 200);
-
-    let invalid_header = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .header("authorization", "Bearer garbage")
-        .header("cookie", format!("hanko={token}"))
-        .send()
-        .await
-        .expect("the proxy answers");
-    assert_eq!(invalid_header.status(), 401);
-
-    let other_scheme = stack
-        .client
-        .get(stack.proxy.url("/api/x"))
-        .header("authorization", "Basic dXNlcjpwYXNz")
-        .header("cookie", format!("hanko={token}"))
-        .send()
-        .await
-        .expect("the proxy answers");
-    assert_eq!(
-        other_scheme.status(),
-        401,
-        "a Basic header hides the cookie"
-    );
+    let bearer = format!("Bearer {token}");
+    let cookie = format!("hanko={token}");
+    let cases = [
+        (
+            bearer.as_str(),
+            "hanko=garbage",
+            200,
+            "a valid header wins over a bad cookie",
+        ),
+        (
+            "Bearer garbage",
+            cookie.as_str(),
+            401,
+            "a bad header wins over a valid cookie",
+        ),
+        (
+            "Basic dXNlcjpwYXNz",
+            cookie.as_str(),
+            401,
+            "a Basic header hides the cookie",
+        ),
+    ];
+    for (authorization, cookie, expected, case) in cases {
+        let response = stack
+            .get_with_headers(
+                "/api/x",
+                &[("authorization", authorization), ("cookie", cookie)],
+            )
+            .await;
+        assert_eq!(response.status(), expected, "{case}");
+    }
 }
 
 #[tokio::test]
@@ -396,12 +381,8 @@ async fn optional_route_passes_without_token_but_not_with_a_bad_one() {
     let stack = ProxyStack::start().await;
 
     let anonymous = stack
-        .client
-        .get(stack.proxy.url("/optional/x"))
-        .header("x-user-id", "spoofed")
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers("/optional/x", &[("x-user-id", "spoofed")])
+        .await;
     let echoed_anonymous = echoed(anonymous).await;
     assert_eq!(echoed_anonymous.header("x-user-id"), None);
 
@@ -423,12 +404,8 @@ async fn none_route_ignores_tokens() {
     let stack = ProxyStack::start().await;
 
     let response = stack
-        .client
-        .get(stack.proxy.url("/public/x"))
-        .header("authorization", "Bearer garbage")
-        .send()
-        .await
-        .expect("the proxy answers");
+        .get_with_headers("/public/x", &[("authorization", "Bearer garbage")])
+        .await;
 
     let echoed = echoed(response).await;
     assert_eq!(echoed.header("x-user-id"), None);
