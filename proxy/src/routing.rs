@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use http::Method;
 
 use crate::config::RouteConfig;
+use crate::cors::CorsPolicy;
 use crate::ratelimit::RateLimiter;
 
 /// How long a peer that failed to connect is skipped while others remain.
@@ -378,6 +379,15 @@ impl Router {
         allowed
     }
 
+    /// Returns the CORS policy of the best route that takes this host and
+    /// path whatever the method, for the headers of a 405.
+    pub fn cors_for_path(&self, host: Option<&str>, path: &str) -> Option<&CorsPolicy> {
+        self.routes
+            .iter()
+            .filter(|route| route.matches_host_and_path(host, path))
+            .find_map(|route| route.config.cors.as_ref())
+    }
+
     /// Returns the route at `index`, as returned by [`Router::find_index`].
     ///
     /// # Panics
@@ -400,6 +410,7 @@ fn clock_ms() -> u64 {
 mod tests {
     use super::*;
     use crate::config::AuthMode;
+    use crate::cors::AllowedOrigins;
 
     fn normal(path: &str) -> Result<String, PathError> {
         normalize_path(path).map(Cow::into_owned)
@@ -593,6 +604,23 @@ mod tests {
             ["DELETE", "GET", "POST", "PUT"]
         );
         assert!(router.allowed_methods(None, "/nowhere").is_empty());
+    }
+
+    #[test]
+    fn cors_for_path_ignores_methods() {
+        let mut with_cors = route("/api/v1", None, Some(&["GET"]));
+        with_cors.cors = Some(CorsPolicy::new(
+            AllowedOrigins::Any,
+            vec![Method::GET],
+            Vec::new(),
+            Vec::new(),
+            false,
+            600,
+        ));
+        let router = Router::new(vec![route("/api", None, Some(&["POST"])), with_cors]);
+
+        assert!(router.cors_for_path(None, "/api/v1/x").is_some());
+        assert!(router.cors_for_path(None, "/api/x").is_none());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::auth::AuthError;
 use crate::auth::extract::{Extracted, TokenSource, extract};
 use crate::auth::token::Refusal;
 use crate::config::AuthMode;
-use crate::cors::preflight_parts;
+use crate::cors::{CorsRejection, preflight_parts};
 use crate::error::{Rejection, respond};
 use crate::identity::Identity;
 use crate::logging;
@@ -153,6 +153,17 @@ impl EdgeProxy {
             let allowed = router.allowed_methods(host, &path);
             if allowed.is_empty() {
                 return Err(Rejection::NoRoute);
+            }
+            if let Some(cors) = router.cors_for_path(host, &path) {
+                // A preflight for a method that no route takes is refused
+                // like one for a method the CORS policy leaves out.
+                if preflight_parts(request).is_some() {
+                    return Err(Rejection::CorsRefused(CorsRejection::Method));
+                }
+                // Lets a page read the 405 and its Allow header.
+                if let Some(origin) = request.headers.get(ORIGIN) {
+                    ctx.cors_headers = cors.response_headers(origin);
+                }
             }
             // Method names are tokens, which are valid header characters.
             ctx.allow = HeaderValue::from_str(&allowed.join(", ")).ok();

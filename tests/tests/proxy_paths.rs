@@ -199,6 +199,55 @@ async fn cors_preflight_from_other_origin_is_refused() {
 }
 
 #[tokio::test]
+async fn method_limited_cors_route_refuses_other_methods() {
+    let upstream = EchoServer::start_named("limited").await;
+    let addr = upstream.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/limited\"\nmethods = [\"GET\"]\nupstream = \"{addr}\"\nauth = \"required\"\n\
+             [proxy.routes.cors]\nallowed_origins = [\"{ORIGIN}\"]\nallowed_methods = [\"GET\", \"DELETE\"]"
+        ))
+    })
+    .await;
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().expect("ASCII").to_owned())
+    };
+
+    // A page can read the 405 and its Allow header.
+    let delete = stack
+        .client
+        .delete(stack.proxy.url("/limited/x"))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .expect("the proxy responds");
+    assert_eq!(delete.status(), 405);
+    assert_eq!(header(&delete, "allow").as_deref(), Some("GET"));
+    assert_eq!(
+        header(&delete, "access-control-allow-origin").as_deref(),
+        Some(ORIGIN)
+    );
+
+    // The CORS policy lists DELETE, but no route takes it.
+    let preflight = |method: &'static str| {
+        stack
+            .client
+            .request(reqwest::Method::OPTIONS, stack.proxy.url("/limited/x"))
+            .header("origin", ORIGIN)
+            .header("access-control-request-method", method)
+            .send()
+    };
+    let refused = preflight("DELETE").await.expect("the proxy responds");
+    assert_eq!(refused.status(), 403);
+    let allowed = preflight("GET").await.expect("the proxy responds");
+    assert_eq!(allowed.status(), 204);
+    assert_eq!(upstream.request_count(), 0);
+}
+
+#[tokio::test]
 async fn plain_options_on_protected_route_is_401() {
     let (stack, _cors_upstream) = start_with_cors().await;
 
