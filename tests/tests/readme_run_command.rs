@@ -34,8 +34,8 @@ const USER_A: &str = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa";
 /// The line that ends the banner.
 const BANNER_END: &str = "Ctrl-C stops the stack";
 
-/// How long the output readers may take to reach the end of both pipes
-/// once `up` has exited.
+/// How long each output reader may take to reach the end of its pipe once
+/// `up` has exited.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Returns the arguments after `--` of the README's `cargo run ... -- up`.

@@ -101,8 +101,16 @@ impl Supervised {
 
     /// Lets the forwarders finish, so that a message pointing at the
     /// child's log comes after its last lines rather than before them.
+    /// A forwarder leaves the list only once it has finished, so a wait
+    /// cut short by `select!` is taken up again by the next call.
     async fn print_last_lines(&mut self) {
-        drain_output(std::mem::take(&mut self.forwarders)).await;
+        let deadline = tokio::time::Instant::now() + OUTPUT_DRAIN;
+        while let Some(forwarder) = self.forwarders.last_mut() {
+            if tokio::time::timeout_at(deadline, forwarder).await.is_err() {
+                return;
+            }
+            self.forwarders.pop();
+        }
     }
 
     /// Polls `url` until it returns 200, the child exits, a stop is
@@ -151,6 +159,7 @@ impl Supervised {
     /// [`STOP_GRACE`].
     pub async fn stop(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
+            self.print_last_lines().await;
             say(&format!("{} had already exited ({status})", self.name));
             return;
         }

@@ -217,8 +217,10 @@ impl Cluster {
         let forwarders = forward_output("postgres", &mut child);
         let status = child.wait().await.context("waiting for pg_ctl failed")?;
         if !status.success() {
-            // A server that failed to start has closed the pipes too, so
-            // its last lines can be printed before the error.
+            // A server that failed to start has usually closed the pipes
+            // too, so its last lines come before the error. One still
+            // running after a start timeout keeps them open for the drain's
+            // whole bound.
             drain_output(forwarders).await;
             bail!(
                 "`pg_ctl start` on {} exited with {status}; the PostgreSQL log is above",
