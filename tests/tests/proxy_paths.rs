@@ -240,8 +240,8 @@ async fn method_limited_cors_route_refuses_other_methods() {
             .header("access-control-request-method", method)
             .send()
     };
-    let refused = preflight("DELETE").await.expect("the proxy responds");
-    assert_eq!(refused.status(), 403);
+    let rejected = preflight("DELETE").await.expect("the proxy responds");
+    assert_eq!(rejected.status(), 403);
     let allowed = preflight("GET").await.expect("the proxy responds");
     assert_eq!(allowed.status(), 204);
     assert_eq!(upstream.request_count(), 0);

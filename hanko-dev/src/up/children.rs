@@ -99,12 +99,11 @@ impl Supervised {
         Ok(status)
     }
 
-    /// Lets the forwarders finish, so that a message pointing at the
-    /// child's log comes after its last lines rather than before them.
-    /// A forwarder leaves the list only once it has finished, so a wait
-    /// cut short by `select!` is taken up again by the next call.
+    /// Lets the forwarders finish, so that a message about the child's log
+    /// follows its last lines. A wait cut short by `select!` resumes here.
     async fn print_last_lines(&mut self) {
         let deadline = tokio::time::Instant::now() + OUTPUT_DRAIN;
+        // A forwarder leaves the list only once it has finished.
         while let Some(forwarder) = self.forwarders.last_mut() {
             if tokio::time::timeout_at(deadline, forwarder).await.is_err() {
                 return;
