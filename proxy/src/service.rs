@@ -132,7 +132,8 @@ impl EdgeProxy {
         let host = request_host(request);
         let router = &ctx.runtime.router;
 
-        if let Some((origin, requested)) = preflight_parts(request) {
+        let preflight = preflight_parts(request);
+        if let Some((origin, requested)) = preflight {
             let cors_route = Method::from_bytes(requested.as_bytes())
                 .ok()
                 .and_then(|method| router.find_index(host, &method, &path))
@@ -157,7 +158,7 @@ impl EdgeProxy {
             if let Some(cors) = router.cors_for_path(host, &path) {
                 // A preflight for a method that no route takes is refused
                 // like one for a method the CORS policy leaves out.
-                if preflight_parts(request).is_some() {
+                if preflight.is_some() {
                     return Err(Rejection::CorsRefused(CorsRejection::Method));
                 }
                 // Lets a page read the 405 and its Allow header.

@@ -187,13 +187,10 @@ async fn unaccepted_method_gets_405_with_allow() {
     })
     .await;
 
+    let delete = |path: &str| stack.client.delete(stack.proxy.url(path)).send();
+
     // No token: the method is checked before authentication, like the path.
-    let response = stack
-        .client
-        .delete(stack.proxy.url("/writes/x"))
-        .send()
-        .await
-        .expect("the proxy responds");
+    let response = delete("/writes/x").await.expect("the proxy responds");
     let allow = response
         .headers()
         .get("allow")
@@ -213,12 +210,7 @@ async fn unaccepted_method_gets_405_with_allow() {
     );
 
     // A path no route takes stays a 404, whatever the method.
-    let elsewhere = stack
-        .client
-        .delete(stack.proxy.url("/nowhere"))
-        .send()
-        .await
-        .expect("the proxy responds");
+    let elsewhere = delete("/nowhere").await.expect("the proxy responds");
     assert_eq!(elsewhere.status(), 404);
     assert!(elsewhere.headers().get("allow").is_none());
     assert_eq!(writes.request_count(), 0);
