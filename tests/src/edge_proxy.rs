@@ -377,11 +377,7 @@ impl ProxyStack {
 
     /// Sends `GET {path}` to the proxy without credentials.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.proxy.url(path))
-            .send()
-            .await
-            .expect("the proxy responds")
+        self.get_with_headers(path, &[]).await
     }
 
     /// Sends `GET {path}` to the proxy with `headers`.
@@ -399,12 +395,9 @@ impl ProxyStack {
 
     /// Sends `GET {path}` to the proxy with `Authorization: Bearer {token}`.
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(self.proxy.url(path))
-            .header("authorization", format!("Bearer {token}"))
-            .send()
+        let authorization = format!("Bearer {token}");
+        self.get_with_headers(path, &[("authorization", &authorization)])
             .await
-            .expect("the proxy answers")
     }
 }
 
