@@ -102,14 +102,7 @@ impl Supervised {
     /// Lets the forwarders finish, so that a message about the child's log
     /// follows its last lines. A wait cut short by `select!` resumes here.
     async fn print_last_lines(&mut self) {
-        let deadline = tokio::time::Instant::now() + OUTPUT_DRAIN;
-        // A forwarder leaves the list only once it has finished.
-        while let Some(forwarder) = self.forwarders.last_mut() {
-            if tokio::time::timeout_at(deadline, forwarder).await.is_err() {
-                return;
-            }
-            self.forwarders.pop();
-        }
+        drain_output(&mut self.forwarders).await;
     }
 
     /// Polls `url` until it returns 200, the child exits, a stop is
@@ -222,9 +215,16 @@ pub fn forward_output(name: &'static str, child: &mut Child) -> Vec<JoinHandle<(
 
 /// Waits up to [`OUTPUT_DRAIN`] in all for `forwarders` to reach the end of
 /// their pipes, because an exit can be seen before the last lines are read.
-pub async fn drain_output(forwarders: Vec<JoinHandle<()>>) {
-    let all = futures::future::join_all(forwarders);
-    let _ = tokio::time::timeout(OUTPUT_DRAIN, all).await;
+pub async fn drain_output(forwarders: &mut Vec<JoinHandle<()>>) {
+    let deadline = tokio::time::Instant::now() + OUTPUT_DRAIN;
+    // A forwarder leaves the list only once it has finished, so a drain
+    // that is dropped part way can be resumed.
+    while let Some(forwarder) = forwarders.last_mut() {
+        if tokio::time::timeout_at(deadline, forwarder).await.is_err() {
+            return;
+        }
+        forwarders.pop();
+    }
 }
 
 /// Forwards lines from `reader` until it closes; a pipe may outlive the

@@ -214,14 +214,14 @@ impl Cluster {
             .with_context(|| format!("running {command:?} failed"))?;
         // The server inherits these pipes, so its log keeps flowing here
         // after pg_ctl itself has exited.
-        let forwarders = forward_output("postgres", &mut child);
+        let mut forwarders = forward_output("postgres", &mut child);
         let status = child.wait().await.context("waiting for pg_ctl failed")?;
         if !status.success() {
             // A server that failed to start has usually closed the pipes
             // too, so its last lines come before the error. One still
             // running after a start timeout keeps them open for the drain's
             // whole bound.
-            drain_output(forwarders).await;
+            drain_output(&mut forwarders).await;
             bail!(
                 "`pg_ctl start` on {} exited with {status}; the PostgreSQL log is above",
                 self.dir.display()
