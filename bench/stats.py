@@ -319,21 +319,8 @@ def print_floor_ratios(summaries: dict) -> None:
 
 def print_paced_table(paced: dict) -> None:
     """Prints the paced runs, where every target gets about the same request rate."""
-    nginx = paced.get("nginx")
     print("\n### Paced: the same request rate for every target\n")
-    print("| target | req/s | p50 ms | p99 ms | CPU µs/req | req/s vs nginx | p99 vs nginx |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for target, label in PROXY_TARGETS:
-        summary = paced.get(target)
-        if summary is None:
-            continue
-        versus = " – | – |"
-        if nginx is not None:
-            versus = f" {ratio(summary.rps[0], nginx.rps[0])} | {ratio(summary.p99_ms[0], nginx.p99_ms[0])} |"
-        print(
-            f"| {label} | {fmt_spread(summary.rps, '{:,.0f}')} | {fmt_spread(summary.p50_ms, '{:.2f}')} "
-            f"| {fmt_spread(summary.p99_ms, '{:.2f}')} | {fmt_spread(summary.cpu_us, '{:.1f}')} |{versus}"
-        )
+    print_table(paced, PROXY_TARGETS, baselines=[("nginx", "nginx")])
     print(
         "\nEach connection waits a random time before each request, so the rate depends on the "
         "wait and hardly on the target, and no target runs at its limit. A p99 ratio holds only "
