@@ -15,8 +15,9 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use crate::process::bind_loopback;
 
 #[derive(Default)]
 struct EchoState {
@@ -126,12 +127,7 @@ impl EchoServer {
     ///
     /// Panics when no loopback port can be bound.
     pub async fn start_named(name: &str) -> EchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding 127.0.0.1:0 must work");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let (listener, addr) = bind_loopback().await;
         let state = Arc::new(EchoState {
             name: name.to_owned(),
             ..EchoState::default()

@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::process::bind_loopback;
+
 /// The path Hanko serves its key set at.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -56,12 +58,7 @@ impl JwksServer {
         let state = Arc::new(JwksState::default());
         *state.max_age_seconds.lock().expect("lock") = Some(600);
         *state.keys.lock().expect("lock") = keys.iter().map(|key| key.public_jwk()).collect();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding 127.0.0.1:0 must work");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let (listener, addr) = bind_loopback().await;
         JwksServer {
             addr,
             running: Some(serve(listener, state.clone())),

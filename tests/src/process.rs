@@ -27,6 +27,22 @@ pub fn free_loopback_addr() -> SocketAddr {
         .expect("a bound listener has an address")
 }
 
+/// Binds a listener for an in-process stand-in to a free loopback port and
+/// returns it with its address.
+///
+/// # Panics
+///
+/// Panics when no loopback port can be bound.
+pub async fn bind_loopback() -> (tokio::net::TcpListener, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0 must work");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    (listener, addr)
+}
+
 /// Returns the path of a workspace binary built in the same profile as the
 /// running test, such as `target/debug/item-api`.
 ///

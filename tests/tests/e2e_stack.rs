@@ -100,6 +100,19 @@ impl Stack {
         (status, json)
     }
 
+    /// Sends `method` to `item`'s URL with `user`'s bearer token.
+    async fn send_for_item(
+        &self,
+        method: Method,
+        user: &User,
+        item: &Value,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = self.item_url(id_of(item));
+        self.send(method, &url, Credential::Bearer(&user.token), body)
+            .await
+    }
+
     async fn create(&self, user: &User, title: &str) -> Value {
         let (status, item) = self
             .send(
@@ -119,6 +132,14 @@ impl Stack {
             .await;
         assert_eq!(status, StatusCode::OK, "listing: {items}");
         items.as_array().expect("the list is an array").clone()
+    }
+
+    /// Lists `user`'s items through the proxy and returns their titles.
+    async fn titles_of(&self, user: &User) -> Vec<String> {
+        titles(&self.list(Credential::Bearer(&user.token)).await)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Reads a user's rows straight from the database as the superuser.
@@ -158,30 +179,20 @@ async fn users_create_list_get_update_and_delete_their_items() {
     assert_eq!(first["owner_id"], alice.id.to_string());
     assert_eq!(bobs["owner_id"], bob.id.to_string());
     assert_eq!(
-        titles(&stack.list(Credential::Bearer(&alice.token)).await),
+        stack.titles_of(&alice).await,
         ["Water the plants", "Book tickets"]
     );
-    assert_eq!(
-        titles(&stack.list(Credential::Bearer(&bob.token)).await),
-        ["Renew passport"]
-    );
+    assert_eq!(stack.titles_of(&bob).await, ["Renew passport"]);
 
-    let (status, fetched) = stack
-        .send(
-            Method::GET,
-            &stack.item_url(id_of(&first)),
-            Credential::Bearer(&alice.token),
-            None,
-        )
-        .await;
+    let (status, fetched) = stack.send_for_item(Method::GET, &alice, &first, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, first);
 
     let (status, updated) = stack
-        .send(
+        .send_for_item(
             Method::PUT,
-            &stack.item_url(id_of(&second)),
-            Credential::Bearer(&alice.token),
+            &alice,
+            &second,
             Some(json!({ "title": "Book train tickets" })),
         )
         .await;
@@ -190,33 +201,15 @@ async fn users_create_list_get_update_and_delete_their_items() {
     assert_eq!(updated["description"], "Book tickets in detail");
 
     let (status, deleted) = stack
-        .send(
-            Method::DELETE,
-            &stack.item_url(id_of(&first)),
-            Credential::Bearer(&alice.token),
-            None,
-        )
+        .send_for_item(Method::DELETE, &alice, &first, None)
         .await;
     assert_eq!(status, StatusCode::OK, "{deleted}");
     assert_eq!(deleted["id"], first["id"]);
 
-    let (status, _) = stack
-        .send(
-            Method::GET,
-            &stack.item_url(id_of(&first)),
-            Credential::Bearer(&alice.token),
-            None,
-        )
-        .await;
+    let (status, _) = stack.send_for_item(Method::GET, &alice, &first, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        titles(&stack.list(Credential::Bearer(&alice.token)).await),
-        ["Book train tickets"]
-    );
-    assert_eq!(
-        titles(&stack.list(Credential::Bearer(&bob.token)).await),
-        ["Renew passport"]
-    );
+    assert_eq!(stack.titles_of(&alice).await, ["Book train tickets"]);
+    assert_eq!(stack.titles_of(&bob).await, ["Renew passport"]);
 }
 
 #[tokio::test]
@@ -274,21 +267,13 @@ async fn superuser_lists_everyones_items() {
 
     let everything = stack.list(Credential::Bearer(&admin.token)).await;
     let (status, fetched) = stack
-        .send(
-            Method::GET,
-            &stack.item_url(id_of(&alices)),
-            Credential::Bearer(&admin.token),
-            None,
-        )
+        .send_for_item(Method::GET, &admin, &alices, None)
         .await;
 
     assert_eq!(titles(&everything), ["Alice's item", "Bob's item"]);
     assert_eq!(status, StatusCode::OK);
     assert_eq!(fetched, alices);
-    assert_eq!(
-        titles(&stack.list(Credential::Bearer(&alice.token)).await),
-        ["Alice's item"]
-    );
+    assert_eq!(stack.titles_of(&alice).await, ["Alice's item"]);
 }
 
 #[tokio::test]
@@ -357,10 +342,7 @@ async fn client_user_id_header_cannot_impersonate() {
     assert_eq!(created_status, StatusCode::CREATED);
     assert_eq!(created["owner_id"], bob.id.to_string());
     assert_eq!(without_token.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        titles(&stack.list(Credential::Bearer(&alice.token)).await),
-        ["Alice's secret"]
-    );
+    assert_eq!(stack.titles_of(&alice).await, ["Alice's secret"]);
 }
 
 #[tokio::test]
@@ -423,7 +405,7 @@ async fn rotated_in_key_works_without_proxy_restart() {
         ["Made before rotation"]
     );
     assert_eq!(
-        titles(&stack.list(Credential::Bearer(&alice.token)).await),
+        stack.titles_of(&alice).await,
         ["Made before rotation"],
         "the old key stays published"
     );
@@ -475,10 +457,7 @@ async fn proxy_returns_502_while_item_api_is_down_and_recovers() {
     })
     .await;
     assert!(recovered, "the proxy still fails after item-api came back");
-    assert_eq!(
-        titles(&stack.list(Credential::Bearer(&alice.token)).await),
-        ["Survives the outage"]
-    );
+    assert_eq!(stack.titles_of(&alice).await, ["Survives the outage"]);
 }
 
 /// Runs `curl` with `args` and returns the HTTP status and the body.

@@ -8,8 +8,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use hanko_edge_tests::edge_proxy::{ProxyStack, hanko_claims};
+use hanko_edge_tests::process::bind_loopback;
 use serde_json::json;
-use tokio::net::TcpListener;
 
 const USER: &str = "c1a7e9d2-4b3f-4e8a-a1b2-c3d4e5f60718";
 
@@ -30,12 +30,7 @@ async fn echo_body(headers: HeaderMap, body: Bytes) -> Response {
 
 /// Starts the body echo upstream on a free loopback port.
 async fn start_body_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding 127.0.0.1:0 must work");
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
+    let (listener, addr) = bind_loopback().await;
     let app = Router::new().fallback(echo_body);
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -10,6 +10,14 @@ use hanko_edge_tests::edge_proxy::{ProxyConfig, ProxyStack, RawResponse};
 const USER: &str = "c1a7e9d2-4b3f-4e8a-a1b2-c3d4e5f60718";
 const ORIGIN: &str = "https://app.example.com";
 
+/// Returns the text of the response header `name`.
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().expect("ASCII"))
+}
+
 /// Path cases, the status without a token, and the target the upstream
 /// sees with a valid token (`None`: the request never reaches it).
 const PATH_CASES: &[(&str, u16, Option<&str>)] = &[
@@ -141,30 +149,24 @@ async fn cors_preflight_is_answered_without_token() {
         .expect("the proxy answers");
 
     assert_eq!(response.status(), 204);
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|value| value.to_str().expect("ASCII").to_owned())
-    };
     assert_eq!(
-        header("access-control-allow-origin").as_deref(),
+        header(&response, "access-control-allow-origin"),
         Some(ORIGIN)
     );
     assert_eq!(
-        header("access-control-allow-methods").as_deref(),
+        header(&response, "access-control-allow-methods"),
         Some("GET, POST")
     );
     assert_eq!(
-        header("access-control-allow-headers").as_deref(),
+        header(&response, "access-control-allow-headers"),
         Some("authorization, content-type")
     );
     assert_eq!(
-        header("access-control-allow-credentials").as_deref(),
+        header(&response, "access-control-allow-credentials"),
         Some("true")
     );
-    assert_eq!(header("access-control-max-age").as_deref(), Some("600"));
-    assert_eq!(header("vary").as_deref(), Some("Origin"));
+    assert_eq!(header(&response, "access-control-max-age"), Some("600"));
+    assert_eq!(header(&response, "vary"), Some("Origin"));
 }
 
 #[tokio::test]
@@ -209,12 +211,6 @@ async fn method_limited_cors_route_refuses_other_methods() {
         ))
     })
     .await;
-    let header = |response: &reqwest::Response, name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|value| value.to_str().expect("ASCII").to_owned())
-    };
 
     // A page can read the 405 and its Allow header.
     let delete = stack
@@ -225,11 +221,8 @@ async fn method_limited_cors_route_refuses_other_methods() {
         .await
         .expect("the proxy responds");
     assert_eq!(delete.status(), 405);
-    assert_eq!(header(&delete, "allow").as_deref(), Some("GET"));
-    assert_eq!(
-        header(&delete, "access-control-allow-origin").as_deref(),
-        Some(ORIGIN)
-    );
+    assert_eq!(header(&delete, "allow"), Some("GET"));
+    assert_eq!(header(&delete, "access-control-allow-origin"), Some(ORIGIN));
 
     // The CORS policy lists DELETE, but no route takes it.
     let preflight = |method: &'static str| {
@@ -260,10 +253,7 @@ async fn plain_options_on_protected_route_is_401() {
         .expect("the proxy answers");
     assert_eq!(plain.status(), 401);
     assert_eq!(
-        plain
-            .headers()
-            .get("access-control-allow-origin")
-            .map(|value| value.to_str().expect("ASCII")),
+        header(&plain, "access-control-allow-origin"),
         Some(ORIGIN),
         "the page can read the 401"
     );
@@ -299,22 +289,16 @@ async fn cors_headers_are_added_to_proxied_responses() {
         .await;
 
     assert_eq!(response.status(), 200);
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|value| value.to_str().expect("ASCII").to_owned())
-    };
     assert_eq!(
-        header("access-control-allow-origin").as_deref(),
+        header(&response, "access-control-allow-origin"),
         Some(ORIGIN)
     );
     assert_eq!(
-        header("access-control-allow-credentials").as_deref(),
+        header(&response, "access-control-allow-credentials"),
         Some("true")
     );
     assert_eq!(
-        header("access-control-expose-headers").as_deref(),
+        header(&response, "access-control-expose-headers"),
         Some("x-request-id")
     );
 }

@@ -22,7 +22,7 @@ use hanko_dev::claims::TokenRequest;
 use hanko_edge_tests::echo::EchoServer;
 use hanko_edge_tests::edge_proxy::{EdgeProxy, ProxyConfig, poll_until, test_client};
 use hanko_edge_tests::hanko::{HankoDev, decode_payload};
-use tokio::net::TcpListener;
+use hanko_edge_tests::process::bind_loopback;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -43,12 +43,7 @@ struct ForwarderState {
 
 impl CountingForwarder {
     async fn start(hanko: &HankoDev) -> CountingForwarder {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding 127.0.0.1:0 must work");
-        let addr = listener
-            .local_addr()
-            .expect("a bound listener has an address");
+        let (listener, addr) = bind_loopback().await;
         let calls = Arc::new(AtomicUsize::new(0));
         let state = Arc::new(ForwarderState {
             target: hanko.url("/sessions/validate"),

@@ -959,7 +959,7 @@ fn is_token_byte(byte: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::Config;
-    use crate::auth::session::UnreachablePolicy;
+    use crate::auth::session::{SessionCheckSettings, UnreachablePolicy};
 
     const MINIMAL: &str = r#"
         [proxy]
@@ -971,6 +971,16 @@ mod tests {
         upstream = "127.0.0.1:8081"
         auth = "required"
     "#;
+
+    /// Parses `text`, which must turn the session check on, and returns
+    /// its settings.
+    fn session_check(text: &str) -> SessionCheckSettings {
+        Config::from_toml(text)
+            .expect("valid")
+            .auth
+            .session_check
+            .expect("session check on")
+    }
 
     fn problems(text: &str) -> Vec<String> {
         Config::from_toml(text)
@@ -1365,8 +1375,7 @@ mod tests {
     #[test]
     fn session_check_validate_derives_url_and_defaults() {
         let text = MINIMAL.replace("[proxy.auth]", "[proxy.auth]\nsession_check = \"validate\"");
-        let config = Config::from_toml(&text).expect("valid");
-        let session = config.auth.session_check.expect("session check on");
+        let session = session_check(&text);
 
         assert_eq!(
             session.validate_url.as_str(),
@@ -1385,15 +1394,8 @@ mod tests {
                 "https://auth.example.com/tenant-1/",
             )
             .replace("[proxy.auth]", "[proxy.auth]\nsession_check = \"validate\"");
-        let config = Config::from_toml(&text).expect("valid");
-
         assert_eq!(
-            config
-                .auth
-                .session_check
-                .expect("session check on")
-                .validate_url
-                .as_str(),
+            session_check(&text).validate_url.as_str(),
             "https://auth.example.com/tenant-1/sessions/validate"
         );
     }
@@ -1404,14 +1406,8 @@ mod tests {
             "[proxy.auth]",
             "[proxy.auth]\nsession_check = \"validate\"\nsession_unreachable = \"accept\"\nsession_accept_unreachable_seconds = 120",
         );
-        let config = Config::from_toml(&text).expect("valid");
-
         assert_eq!(
-            config
-                .auth
-                .session_check
-                .expect("session check on")
-                .unreachable,
+            session_check(&text).unreachable,
             UnreachablePolicy::Accept {
                 max_since_reachable: std::time::Duration::from_secs(120)
             }
@@ -1424,14 +1420,8 @@ mod tests {
             "hanko_api_url = \"http://127.0.0.1:8000\"",
             "jwks_url = \"http://127.0.0.1:8000/keys\"\nsession_check = \"validate\"\nsession_validate_url = \"http://127.0.0.1:7000/v\"",
         );
-        let config = Config::from_toml(&text).expect("valid");
         assert_eq!(
-            config
-                .auth
-                .session_check
-                .expect("session check on")
-                .validate_url
-                .as_str(),
+            session_check(&text).validate_url.as_str(),
             "http://127.0.0.1:7000/v"
         );
     }
