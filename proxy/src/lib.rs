@@ -5,6 +5,7 @@
 //! `main.rs` holds only the start-up steps.
 #![forbid(unsafe_code)]
 
+pub mod access_format;
 pub mod admin;
 pub mod auth;
 pub mod cli;

@@ -3,7 +3,8 @@
 //! bridged into the same subscriber.
 //!
 //! Access events, one per request, are batched. Each is formatted on the
-//! thread that logs it and appended to a shared buffer. The buffer goes to
+//! thread that logs it, by [`AccessFormat`] in the same format as every
+//! other line, and appended to a shared buffer. The buffer goes to
 //! stderr in one `write` once it contains [`BATCH_BYTES`], and otherwise a
 //! thread that wakes up every [`FLUSH_INTERVAL`] writes it out. Every
 //! other event is written at once, after the access lines buffered before
@@ -22,7 +23,9 @@ use std::time::Duration;
 use clap::ValueEnum;
 use tracing::Metadata;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::{self, MakeWriter, format::JsonFields};
+
+use crate::access_format::{AccessFormat, LineShape};
 
 /// Target of the access event, the only event that is batched.
 pub const ACCESS_TARGET: &str = "edge_proxy::access";
@@ -81,11 +84,20 @@ pub fn init(format: LogFormat) {
 
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(Stderr)
-        .with_ansi(ansi);
+        .with_writer(Stderr);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .event_format(AccessFormat::new(LineShape::Text, fmt::format()))
+            .init(),
+        LogFormat::Json => builder
+            .with_ansi(false)
+            .fmt_fields(JsonFields::new())
+            .event_format(AccessFormat::new(
+                LineShape::FlatJson,
+                fmt::format().json().flatten_event(true),
+            ))
+            .init(),
     }
 }
 
