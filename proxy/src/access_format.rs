@@ -102,11 +102,7 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
         writer.write_str(event.metadata().target())?;
         writer.write_str(": ")?;
 
-        let mut fields = TextFields {
-            writer: &mut *writer,
-            first: true,
-            result: Ok(()),
-        };
+        let mut fields = Fields::new(writer, LineShape::Text);
         event.record(&mut fields);
         fields.result?;
         writer.write_char('\n')
@@ -121,10 +117,7 @@ impl<F, T: FormatTime> AccessFormat<F, T> {
         writer.write_str(event.metadata().level().as_str())?;
         writer.write_char('"')?;
 
-        let mut fields = JsonFields {
-            writer: &mut *writer,
-            result: Ok(()),
-        };
+        let mut fields = Fields::new(writer, LineShape::FlatJson);
         event.record(&mut fields);
         fields.result?;
         writer.write_str(",\"target\":")?;
@@ -144,46 +137,71 @@ fn padded_level(level: Level) -> &'static str {
     }
 }
 
-/// Writes fields as `message name=value ...`, each value in its `Debug` form.
-struct TextFields<'w, 'a> {
+/// Writes the fields of an event: as `message name=value ...` with each
+/// value in its `Debug` form for text lines, or as `,"name":value` pairs
+/// the way tracing-serde's map visitor writes them with serde_json.
+struct Fields<'w, 'a> {
     writer: &'w mut Writer<'a>,
+    shape: LineShape,
     first: bool,
     result: fmt::Result,
 }
 
-impl TextFields<'_, '_> {
-    /// Writes the separator and `name=`, or only the separator for the
-    /// message, which is written without its name. Returns false for fields
-    /// the line leaves out.
+impl<'w, 'a> Fields<'w, 'a> {
+    fn new(writer: &'w mut Writer<'a>, shape: LineShape) -> Self {
+        Self {
+            writer,
+            shape,
+            first: true,
+            result: Ok(()),
+        }
+    }
+
+    /// Writes what comes before the field's value. Returns false when the
+    /// value must not be written: after an error, or for a field the line
+    /// leaves out.
     fn start(&mut self, field: &Field) -> bool {
-        let name = field.name();
-        // Fields of records bridged from the `log` crate, which the
-        // default format leaves out too.
-        if name.starts_with("log.") || self.result.is_err() {
+        if self.result.is_err() {
             return false;
         }
+        let name = field.name();
+        self.result = match self.shape {
+            // Field names are Rust identifiers, so they need no escaping.
+            LineShape::FlatJson => write!(self.writer, ",\"{name}\":"),
+            // Fields of records bridged from the `log` crate, which the
+            // default text format leaves out too.
+            LineShape::Text if name.starts_with("log.") => return false,
+            LineShape::Text => self.start_text(name),
+        };
+        self.result.is_ok()
+    }
+
+    /// Writes the separator and `name=`, or only the separator for the
+    /// message, which text lines show without its name.
+    fn start_text(&mut self, name: &str) -> fmt::Result {
         if self.first {
             self.first = false;
         } else {
-            self.result = self.writer.write_char(' ');
+            self.writer.write_char(' ')?;
         }
-        if name != "message" {
-            let name = name.strip_prefix("r#").unwrap_or(name);
-            self.result = self
-                .result
-                .and_then(|()| self.writer.write_str(name))
-                .and_then(|()| self.writer.write_char('='));
+        if name == "message" {
+            return Ok(());
         }
-        self.result.is_ok()
+        self.writer
+            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer.write_char('=')
     }
 }
 
-impl Visit for TextFields<'_, '_> {
+impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
+        if self.shape == LineShape::Text && field.name() == "message" {
             self.record_debug(field, &format_args!("{value}"));
         } else if self.start(field) {
-            self.result = write_debug_str(self.writer, value);
+            self.result = match self.shape {
+                LineShape::Text => write_debug_str(self.writer, value),
+                LineShape::FlatJson => write_json_str(self.writer, value),
+            };
         }
     }
 
@@ -205,14 +223,32 @@ impl Visit for TextFields<'_, '_> {
         }
     }
 
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if !self.start(field) {
+            return;
+        }
+        self.result = match self.shape {
+            LineShape::Text => write!(self.writer, "{value:?}"),
+            // serde_json's float text (and `null` for NaN and infinities)
+            // differs from Rust's `Debug` in places.
+            LineShape::FlatJson => serde_json::to_string(&value)
+                .map_err(|_| fmt::Error)
+                .and_then(|text| self.writer.write_str(&text)),
+        };
+    }
+
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if !self.start(field) {
             return;
         }
-        self.result = if field.name() == "message" && self.writer.sanitizes_ansi_escapes() {
-            write!(Sanitizing(self.writer), "{value:?}")
-        } else {
-            write!(self.writer, "{value:?}")
+        self.result = match self.shape {
+            LineShape::FlatJson => write_json_str(self.writer, &format!("{value:?}")),
+            LineShape::Text
+                if field.name() == "message" && self.writer.sanitizes_ansi_escapes() =>
+            {
+                write!(Sanitizing(self.writer), "{value:?}")
+            }
+            LineShape::Text => write!(self.writer, "{value:?}"),
         };
     }
 }
@@ -248,66 +284,6 @@ fn write_debug_str(writer: &mut Writer<'_>, value: &str) -> fmt::Result {
     writer.write_char('"')?;
     writer.write_str(value)?;
     writer.write_char('"')
-}
-
-/// Writes fields as `,"name":value` pairs, the way tracing-serde's map
-/// visitor serialises them with serde_json.
-struct JsonFields<'w, 'a> {
-    writer: &'w mut Writer<'a>,
-    result: fmt::Result,
-}
-
-impl JsonFields<'_, '_> {
-    /// Writes `,"name":`. Field names are Rust identifiers, so they need no
-    /// escaping.
-    fn start(&mut self, field: &Field) -> bool {
-        if self.result.is_ok() {
-            self.result = write!(self.writer, ",\"{}\":", field.name());
-        }
-        self.result.is_ok()
-    }
-}
-
-impl Visit for JsonFields<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if self.start(field) {
-            self.result = write_json_str(self.writer, value);
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.start(field) {
-            self.result = write!(self.writer, "{value}");
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.start(field) {
-            self.result = write!(self.writer, "{value}");
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.start(field) {
-            self.result = self.writer.write_str(if value { "true" } else { "false" });
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.start(field) {
-            // serde_json's float text (and `null` for NaN and infinities)
-            // differs from Rust's `Display` in places.
-            self.result = serde_json::to_string(&value)
-                .map_err(|_| fmt::Error)
-                .and_then(|text| self.writer.write_str(&text));
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.start(field) {
-            self.result = write_json_str(self.writer, &format!("{value:?}"));
-        }
-    }
 }
 
 /// Writes `value` as a JSON string, as serde_json escapes it.
