@@ -166,7 +166,8 @@ impl<'w, 'a> Fields<'w, 'a> {
         }
         let name = field.name();
         self.result = match self.shape {
-            // Field names are Rust identifiers, so they need no escaping.
+            // The access event's field names are plain identifiers, so
+            // they need no escaping.
             LineShape::FlatJson => write!(self.writer, ",\"{name}\":"),
             // Fields of records bridged from the `log` crate, which the
             // default text format leaves out too.
