@@ -19,8 +19,8 @@ use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::format::{Format, Full, Json, Writer, format};
+use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -28,7 +28,7 @@ use crate::logging::ACCESS_TARGET;
 
 /// The shape of the lines [`AccessFormat`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LineShape {
+enum LineShape {
     /// tracing-subscriber's default text line.
     Text,
     /// tracing-subscriber's JSON line with the event's fields flattened.
@@ -36,28 +36,34 @@ pub enum LineShape {
 }
 
 /// An event formatter that writes access events itself and hands every
-/// other event to `fallback`, which must produce `shape` lines.
-pub struct AccessFormat<F, T = SystemTime> {
+/// other event to `fallback`, the default formatter of the same shape.
+pub struct AccessFormat<F, T> {
     shape: LineShape,
     fallback: F,
     timer: T,
 }
 
-impl<F> AccessFormat<F> {
-    /// Wraps `fallback`, which writes `shape` lines with tracing-subscriber's
-    /// `SystemTime` timestamps.
-    pub fn new(shape: LineShape, fallback: F) -> Self {
-        Self::with_timer(shape, fallback, SystemTime)
+impl<T: FormatTime + Clone> AccessFormat<Format<Full, T>, T> {
+    /// Writes text lines, with timestamps from `timer`.
+    pub fn text(timer: T) -> Self {
+        Self {
+            shape: LineShape::Text,
+            fallback: format().with_timer(timer.clone()),
+            timer,
+        }
     }
 }
 
-impl<F, T> AccessFormat<F, T> {
-    /// Wraps `fallback` and stamps access events with `timer`, which must
-    /// print the same format as the timer of `fallback`.
-    pub fn with_timer(shape: LineShape, fallback: F, timer: T) -> Self {
+impl<T: FormatTime + Clone> AccessFormat<Format<Json, T>, T> {
+    /// Writes JSON lines with the event's fields flattened, with timestamps
+    /// from `timer`.
+    pub fn flat_json(timer: T) -> Self {
         Self {
-            shape,
-            fallback,
+            shape: LineShape::FlatJson,
+            fallback: format()
+                .json()
+                .flatten_event(true)
+                .with_timer(timer.clone()),
             timer,
         }
     }
@@ -306,8 +312,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
-    use tracing_subscriber::fmt::format as default_format;
-    use tracing_subscriber::fmt::format::{self, JsonFields as DefaultJsonFields};
+    use tracing_subscriber::fmt::format::{DefaultFields, JsonFields};
 
     use super::*;
 
@@ -414,12 +419,8 @@ mod tests {
 
     #[test]
     fn text_lines_match_the_default_format() {
-        let default = || default_format().with_timer(FixedTime);
-        let expected = capture(format::DefaultFields::new(), default());
-        let fast = capture(
-            format::DefaultFields::new(),
-            AccessFormat::with_timer(LineShape::Text, default(), FixedTime),
-        );
+        let expected = capture(DefaultFields::new(), format().with_timer(FixedTime));
+        let fast = capture(DefaultFields::new(), AccessFormat::text(FixedTime));
 
         assert_eq!(fast, expected);
         assert_eq!(expected.lines().count(), 6, "{expected}");
@@ -427,17 +428,9 @@ mod tests {
 
     #[test]
     fn json_lines_match_the_default_format() {
-        let default = || {
-            default_format()
-                .json()
-                .flatten_event(true)
-                .with_timer(FixedTime)
-        };
-        let expected = capture(DefaultJsonFields::new(), default());
-        let fast = capture(
-            DefaultJsonFields::new(),
-            AccessFormat::with_timer(LineShape::FlatJson, default(), FixedTime),
-        );
+        let default = format().json().flatten_event(true).with_timer(FixedTime);
+        let expected = capture(JsonFields::new(), default);
+        let fast = capture(JsonFields::new(), AccessFormat::flat_json(FixedTime));
 
         assert_eq!(fast, expected);
         for line in expected.lines() {
@@ -447,7 +440,6 @@ mod tests {
 
     #[test]
     fn span_sends_access_events_to_fallback() {
-        let default = || default_format().with_timer(FixedTime);
         let in_span = || {
             let span = tracing::info_span!("outer", id = 7);
             let _entered = span.enter();
@@ -464,11 +456,7 @@ mod tests {
             captured.text()
         };
 
-        let expected = run(AccessFormat::with_timer(
-            LineShape::Text,
-            default(),
-            FixedTime,
-        ));
+        let expected = run(AccessFormat::text(FixedTime));
         assert!(
             expected.contains("outer{id=7}: edge_proxy::access"),
             "{expected}"

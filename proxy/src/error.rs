@@ -132,7 +132,7 @@ impl Rejection {
             Self::CorsRefused(error) => format!("The CORS preflight was refused: {error}."),
             Self::NoRoute => "No route matches this request.".to_owned(),
             Self::MethodNotAllowed => {
-                "This path does not accept the request's method; the Allow header lists the methods it accepts.".to_owned()
+                "This path does not accept the request's method. The Allow header lists the methods it accepts.".to_owned()
             }
             Self::UpstreamUnavailable => {
                 "The upstream service could not be reached or failed to answer.".to_owned()

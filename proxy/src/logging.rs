@@ -23,9 +23,11 @@ use std::time::Duration;
 use clap::ValueEnum;
 use tracing::Metadata;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::{self, MakeWriter, format::JsonFields};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::fmt::time::SystemTime;
 
-use crate::access_format::{AccessFormat, LineShape};
+use crate::access_format::AccessFormat;
 
 /// Target of the access event, the only event that is batched.
 pub const ACCESS_TARGET: &str = "edge_proxy::access";
@@ -88,15 +90,12 @@ pub fn init(format: LogFormat) {
     match format {
         LogFormat::Text => builder
             .with_ansi(ansi)
-            .event_format(AccessFormat::new(LineShape::Text, fmt::format()))
+            .event_format(AccessFormat::text(SystemTime))
             .init(),
         LogFormat::Json => builder
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
-            .event_format(AccessFormat::new(
-                LineShape::FlatJson,
-                fmt::format().json().flatten_event(true),
-            ))
+            .event_format(AccessFormat::flat_json(SystemTime))
             .init(),
     }
 }
