@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use http::header::{ALLOW, HOST, ORIGIN};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
@@ -45,9 +46,16 @@ use crate::runtime::{Runtime, SharedRuntime};
 /// Header carrying the request id to the upstream and back to the client.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+// The names the proxy inserts on every request, as they go on the wire.
+// Pingora stores each inserted name to keep its case. It stores a
+// `&'static str` as is, but copies a `HeaderName` outside the standard set.
+const REQUEST_ID_NAME: &str = "X-Request-Id";
+const X_FORWARDED_FOR_NAME: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO_NAME: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST_NAME: &str = "X-Forwarded-Host";
 
 /// Maximum length of a client-sent request id that is kept, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -252,6 +260,11 @@ impl EdgeProxy {
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestContext;
 
+    /// Registers no downstream module. Pingora's default registers a
+    /// response compression module at level 0: it compresses nothing, but
+    /// its context is allocated and its hooks run for every request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
             runtime: self.runtime.load_full(),
@@ -353,20 +366,20 @@ impl ProxyHttp for EdgeProxy {
         upstream_request.remove_header(&FORWARDED);
         match client_ip(session) {
             Some(ip) => {
-                upstream_request.insert_header(X_FORWARDED_FOR.clone(), ip_header_value(ip))?
+                upstream_request.insert_header(X_FORWARDED_FOR_NAME, ip_header_value(ip))?
             }
             None => {
                 upstream_request.remove_header(&X_FORWARDED_FOR);
             }
         }
-        upstream_request.insert_header(X_FORWARDED_PROTO.clone(), "http")?;
+        upstream_request.insert_header(X_FORWARDED_PROTO_NAME, "http")?;
         match session.req_header().headers.get(HOST) {
-            Some(host) => upstream_request.insert_header(X_FORWARDED_HOST.clone(), host.clone())?,
+            Some(host) => upstream_request.insert_header(X_FORWARDED_HOST_NAME, host.clone())?,
             None => {
                 upstream_request.remove_header(&X_FORWARDED_HOST);
             }
         }
-        upstream_request.insert_header(REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_request.insert_header(REQUEST_ID_NAME, ctx.request_id.clone())?;
 
         if let Some(identity) = &ctx.identity {
             for (name, value) in &identity.headers {
@@ -386,7 +399,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
         ctx.upstream_latency = ctx.upstream_started.map(|started| started.elapsed());
-        upstream_response.insert_header(REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_response.insert_header(REQUEST_ID_NAME, ctx.request_id.clone())?;
         for (name, value) in &ctx.cors_headers {
             upstream_response.insert_header(name.clone(), value.clone())?;
         }
