@@ -13,6 +13,7 @@ pub mod config;
 pub mod cors;
 pub mod drain;
 pub mod error;
+pub mod forwarding;
 pub mod identity;
 pub mod listener;
 pub mod logging;

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use crate::auth::Authenticator;
 use crate::auth::jwks::KeySource;
 use crate::config::Config;
+use crate::forwarding::TrustedProxies;
 use crate::identity::IdentityHeaders;
 use crate::metrics::RouteMetrics;
 use crate::routing::Router;
@@ -29,6 +30,8 @@ pub struct Runtime {
     pub identity_headers: IdentityHeaders,
     /// Cookie read when no `Authorization` header is sent.
     pub cookie_name: String,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// The runtime as shared between the proxy, the admin listener and the key
@@ -52,6 +55,7 @@ impl Runtime {
                 &config.auth.claim_headers,
             ),
             cookie_name: config.auth.cookie_name.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! 1. `new_ctx`: load the runtime once, start the clock, count the request
 //!    as in flight until its context is dropped.
-//! 2. `request_filter`: request id, path normalisation, CORS preflight,
-//!    route, token (and session check), then the route's rate limit, which
-//!    comes after authentication so it can count per verified user. Every
-//!    refusal is answered here and never reaches an upstream.
+//! 2. `request_filter`: request id, client address, path normalisation,
+//!    CORS preflight, route, token (and session check), then the route's
+//!    rate limit, which comes after authentication so it can count per
+//!    verified user. Every refusal is answered here and never reaches an
+//!    upstream.
 //! 3. `upstream_peer` / `fail_to_connect`: round-robin peer, skipping peers
 //!    that refused a connection.
 //! 4. `upstream_request_filter`: strip spoofed identity headers, set the
@@ -36,6 +37,7 @@ use crate::auth::token::Refusal;
 use crate::config::AuthMode;
 use crate::cors::{CorsRejection, preflight_parts};
 use crate::error::{Rejection, respond};
+use crate::forwarding::{Client, trusted_scheme};
 use crate::identity::Identity;
 use crate::logging;
 use crate::metrics::{self, InFlight};
@@ -79,6 +81,8 @@ pub struct RequestContext {
     runtime: Arc<Runtime>,
     started: Instant,
     request_id: HeaderValue,
+    /// The client, from the TCP peer and a trusted proxy's headers.
+    client: Option<Client>,
     route: Option<usize>,
     /// The path sent upstream, when it differs from the request's raw target.
     upstream_target: Option<String>,
@@ -231,16 +235,16 @@ impl EdgeProxy {
     /// Counts the request against the route's rate limit, keyed by the
     /// verified user, else by the client address. Routes without a limit
     /// cost one branch.
-    fn check_rate_limit(session: &Session, ctx: &RequestContext) -> Result<(), Rejection> {
+    fn check_rate_limit(ctx: &RequestContext) -> Result<(), Rejection> {
         let Some(route) = ctx.route else {
             return Ok(());
         };
         let Some(limiter) = &ctx.runtime.router.get(route).rate_limiter else {
             return Ok(());
         };
-        let key = match (&ctx.identity, client_ip(session)) {
+        let key = match (&ctx.identity, &ctx.client) {
             (Some(identity), _) => RateKey::User(identity.subject.as_str().into()),
-            (None, Some(ip)) => RateKey::Address(ip),
+            (None, Some(client)) => RateKey::Address(client.address),
             // Listeners are TCP only, so every client has an address; were
             // one missing, such requests would share one bucket.
             (None, None) => RateKey::Address(std::net::Ipv4Addr::UNSPECIFIED.into()),
@@ -270,6 +274,7 @@ impl ProxyHttp for EdgeProxy {
             runtime: self.runtime.load_full(),
             started: Instant::now(),
             request_id: HeaderValue::from_static("-"),
+            client: None,
             route: None,
             upstream_target: None,
             peer: None,
@@ -292,6 +297,11 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestContext,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.keep_or_create(session.req_header());
+        ctx.client = peer_ip(session).map(|peer| {
+            ctx.runtime
+                .trusted_proxies
+                .client(peer, &session.req_header().headers)
+        });
 
         match Self::route_request(session.req_header(), ctx) {
             Ok(None) => {}
@@ -306,7 +316,7 @@ impl ProxyHttp for EdgeProxy {
         if let Err(rejection) = self.authenticate(session, ctx, mode).await {
             return self.reject(session, ctx, rejection).await;
         }
-        match Self::check_rate_limit(session, ctx) {
+        match Self::check_rate_limit(ctx) {
             Ok(()) => Ok(false),
             Err(rejection) => self.reject(session, ctx, rejection).await,
         }
@@ -361,24 +371,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> pingora::Result<()> {
         ctx.runtime.identity_headers.strip(upstream_request);
 
-        // The client's forwarding headers describe hops the proxy cannot
-        // vouch for, so they are replaced, not appended to.
-        upstream_request.remove_header(&FORWARDED);
-        match client_ip(session) {
-            Some(ip) => {
-                upstream_request.insert_header(X_FORWARDED_FOR_NAME, ip_header_value(ip))?
-            }
-            None => {
-                upstream_request.remove_header(&X_FORWARDED_FOR);
-            }
-        }
-        upstream_request.insert_header(X_FORWARDED_PROTO_NAME, "http")?;
-        match session.req_header().headers.get(HOST) {
-            Some(host) => upstream_request.insert_header(X_FORWARDED_HOST_NAME, host.clone())?,
-            None => {
-                upstream_request.remove_header(&X_FORWARDED_HOST);
-            }
-        }
+        set_forwarding_headers(
+            upstream_request,
+            ctx.client.as_ref(),
+            &session.req_header().headers,
+        )?;
         upstream_request.insert_header(REQUEST_ID_NAME, ctx.request_id.clone())?;
 
         if let Some(identity) = &ctx.identity {
@@ -554,7 +551,55 @@ fn upstream_target(request: &RequestHeader, path: &str) -> Option<String> {
     })
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for `client` and removes
+/// `Forwarded`. They replace what the request carried: only a trusted
+/// proxy's values are believed, and `client` already holds the result of
+/// reading them. `Forwarded` is not parsed, so it is never passed on.
+fn set_forwarding_headers(
+    upstream_request: &mut RequestHeader,
+    client: Option<&Client>,
+    request_headers: &http::HeaderMap,
+) -> pingora::Result<()> {
+    upstream_request.remove_header(&FORWARDED);
+    match client {
+        Some(Client {
+            chain: Some(chain), ..
+        }) => upstream_request.insert_header(X_FORWARDED_FOR_NAME, chain.clone())?,
+        Some(client) => {
+            upstream_request
+                .insert_header(X_FORWARDED_FOR_NAME, ip_header_value(client.address))?;
+        }
+        None => {
+            upstream_request.remove_header(&X_FORWARDED_FOR);
+        }
+    }
+
+    let via_trusted_proxy = client.is_some_and(|client| client.via_trusted_proxy);
+    let scheme = if via_trusted_proxy {
+        trusted_scheme(request_headers)
+    } else {
+        "http"
+    };
+    upstream_request.insert_header(X_FORWARDED_PROTO_NAME, scheme)?;
+
+    let forwarded_host = via_trusted_proxy
+        .then(|| {
+            request_headers
+                .get_all(&X_FORWARDED_HOST)
+                .iter()
+                .next_back()
+        })
+        .flatten();
+    match forwarded_host.or_else(|| request_headers.get(HOST)) {
+        Some(host) => upstream_request.insert_header(X_FORWARDED_HOST_NAME, host.clone())?,
+        None => {
+            upstream_request.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+    Ok(())
+}
+
+fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|address| address.as_inet())

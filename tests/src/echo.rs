@@ -88,6 +88,18 @@ impl Echoed {
             .collect()
     }
 
+    /// Returns every value of `X-Forwarded-For`, `X-Forwarded-Proto`,
+    /// `X-Forwarded-Host` and `Forwarded`, in that order.
+    pub fn forwarding_headers(&self) -> [Vec<String>; 4] {
+        [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "forwarded",
+        ]
+        .map(|name| self.header_values(name))
+    }
+
     /// Returns the single value of header `name`.
     ///
     /// # Panics

@@ -8,7 +8,7 @@
 //! headers, bytes outside ASCII), and [`run_check`] for `edge-proxy check`.
 //! It does not build the binary: run `cargo build --workspace --bins` first.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use hanko_dev::keys::{DEFAULT_KEY_BITS, SigningKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::echo::EchoServer;
+use crate::echo::{EchoServer, Echoed};
 use crate::jwks::JwksServer;
 use crate::process::{ChildProcess, STARTUP_DEADLINE, binary_path, free_loopback_addr};
 
@@ -31,6 +31,7 @@ const RAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// added by [`EdgeProxy::spawn`]; everything else is what the test sets.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    proxy_lines: Vec<String>,
     hanko_api_url: String,
     audience: String,
     auth_lines: Vec<String>,
@@ -45,6 +46,7 @@ impl ProxyConfig {
     /// `X-User-Email`, and no routes.
     pub fn new(hanko_api_url: &str) -> ProxyConfig {
         ProxyConfig {
+            proxy_lines: Vec::new(),
             hanko_api_url: hanko_api_url.to_owned(),
             audience: "\"localhost\"".to_owned(),
             auth_lines: Vec::new(),
@@ -74,6 +76,12 @@ impl ProxyConfig {
         self
     }
 
+    /// Adds a `key = value` line to `[proxy]`.
+    pub fn proxy(mut self, line: &str) -> ProxyConfig {
+        self.proxy_lines.push(line.to_owned());
+        self
+    }
+
     /// Adds a `key = value` line to `[proxy.auth]`.
     pub fn auth(mut self, line: &str) -> ProxyConfig {
         self.auth_lines.push(line.to_owned());
@@ -95,7 +103,12 @@ impl ProxyConfig {
 
     /// Returns the config text without listener addresses.
     pub fn to_toml(&self) -> String {
-        let mut text = String::from("[proxy]\n\n[proxy.auth]\n");
+        let mut text = String::from("[proxy]\n");
+        for line in &self.proxy_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        text.push_str("\n[proxy.auth]\n");
         text.push_str(&format!("hanko_api_url = \"{}\"\n", self.hanko_api_url));
         text.push_str(&format!("audience = {}\n", self.audience));
         for line in &self.auth_lines {
@@ -295,6 +308,21 @@ impl EdgeProxy {
     /// Sends `GET {target}` with `headers` (name, value bytes) and
     /// `Connection: close` over a raw connection.
     pub async fn raw_get(&self, target: &str, headers: &[(&str, &[u8])]) -> RawResponse {
+        self.raw_request(&self.get_request(target, headers)).await
+    }
+
+    /// Sends `GET {target}` like [`EdgeProxy::raw_get`] from the loopback
+    /// address `source`, such as 127.0.0.2.
+    pub async fn raw_get_from(
+        &self,
+        source: IpAddr,
+        target: &str,
+        headers: &[(&str, &[u8])],
+    ) -> RawResponse {
+        raw_request_from(Some(source), self.addr, &self.get_request(target, headers)).await
+    }
+
+    fn get_request(&self, target: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
         let mut request = format!("GET {target} HTTP/1.1\r\nHost: {}\r\n", self.addr).into_bytes();
         for (name, value) in headers {
             request.extend_from_slice(name.as_bytes());
@@ -303,7 +331,7 @@ impl EdgeProxy {
             request.extend_from_slice(b"\r\n");
         }
         request.extend_from_slice(b"Connection: close\r\n\r\n");
-        self.raw_request(&request).await
+        request
     }
 }
 
@@ -454,6 +482,21 @@ impl RawResponse {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Reads the body as the echo upstream's report of the request it got.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the status is not 200.
+    pub fn echoed(&self) -> Echoed {
+        assert_eq!(
+            self.status,
+            200,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        Echoed::from_body(&self.body)
+    }
+
     /// Parses the body as JSON.
     ///
     /// # Panics
@@ -476,8 +519,24 @@ impl RawResponse {
 ///
 /// Panics when the exchange fails, times out or cannot be parsed.
 pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    raw_request_from(None, addr, request).await
+}
+
+/// Sends raw bytes like [`raw_request`], from `source` when given.
+async fn raw_request_from(source: Option<IpAddr>, addr: SocketAddr, request: &[u8]) -> RawResponse {
     let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
+        let mut stream = match source {
+            None => TcpStream::connect(addr).await?,
+            Some(source) => {
+                let socket = if source.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(addr).await?
+            }
+        };
         stream.write_all(request).await?;
         let mut bytes = Vec::new();
         stream.read_to_end(&mut bytes).await?;

@@ -50,6 +50,10 @@ pub struct ProxyFile {
     /// Idle upstream connections kept for reuse, over all upstreams.
     #[serde(default = "default_upstream_keepalive_pool_size")]
     pub upstream_keepalive_pool_size: usize,
+    /// Addresses or networks of proxies in front whose `X-Forwarded-*`
+    /// headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Token verification settings.
     pub auth: AuthFile,
     /// Routes, matched by longest path prefix.

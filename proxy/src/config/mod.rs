@@ -20,6 +20,7 @@ use url::Url;
 use crate::auth::session::SessionCheckSettings;
 use crate::auth::token::TokenPolicy;
 use crate::cors::CorsPolicy;
+use crate::forwarding::TrustedProxies;
 use crate::ratelimit::RateLimitSettings;
 
 pub use validate::ConfigError;
@@ -43,6 +44,8 @@ pub struct Config {
     pub upgrade_socket: PathBuf,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive_pool_size: usize,
+    /// Peers whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
     /// Token verification settings.
     pub auth: AuthConfig,
     /// Routes in file order.

@@ -24,6 +24,7 @@ use super::{
 use crate::auth::session::{SessionCheckSettings, UnreachablePolicy};
 use crate::auth::token::TokenPolicy;
 use crate::cors::{AllowedOrigins, CorsPolicy};
+use crate::forwarding::{TrustedProxies, parse_network};
 use crate::ratelimit::RateLimitSettings;
 use crate::routing::normalize_path;
 
@@ -186,6 +187,7 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
         );
     }
 
+    let trusted_proxies = validate_trusted_proxies(&file.trusted_proxies, &mut problems);
     let auth = validate_auth(file.auth, &mut problems);
 
     if file.routes.is_empty() {
@@ -228,6 +230,7 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_seconds),
         upgrade_socket,
         upstream_keepalive_pool_size: file.upstream_keepalive_pool_size,
+        trusted_proxies,
         auth: auth.expect("an invalid [proxy.auth] was reported above"),
         routes,
     })
@@ -262,6 +265,28 @@ fn parse_socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<
             None
         }
     }
+}
+
+/// Reads `proxy.trusted_proxies`: IP addresses or networks in CIDR form.
+fn validate_trusted_proxies(values: &[String], problems: &mut Problems) -> TrustedProxies {
+    let mut networks = Vec::with_capacity(values.len());
+    for (index, value) in values.iter().enumerate() {
+        let key = format!("proxy.trusted_proxies[{index}]");
+        match parse_network(value) {
+            None => problems.add(
+                &key,
+                value,
+                "is not an IP address or a network such as 10.0.0.0/8",
+            ),
+            Some(network) if network.prefix_len() == 0 => problems.add(
+                &key,
+                value,
+                "trusts every address, so any client could set its own address; list only the proxies in front",
+            ),
+            Some(network) => networks.push(network.trunc()),
+        }
+    }
+    TrustedProxies::new(networks)
 }
 
 /// Derives an upgrade socket path that differs between instances on one
@@ -1050,6 +1075,38 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let text = MINIMAL.replace(
+            "[proxy]",
+            "[proxy]\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        let trusted = &config.trusted_proxies;
+
+        for inside in ["10.200.0.1", "192.0.2.7", "2001:db8::1", "::ffff:10.0.0.1"] {
+            assert!(
+                trusted.contains(inside.parse().expect("address")),
+                "{inside}"
+            );
+        }
+        for outside in ["11.0.0.1", "192.0.2.8", "2001:db9::1"] {
+            assert!(
+                !trusted.contains(outside.parse().expect("address")),
+                "{outside}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_default_to_none() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        assert_eq!(
+            config.trusted_proxies,
+            crate::forwarding::TrustedProxies::default()
+        );
+    }
+
+    #[test]
     fn jwks_url_keeps_tenant_path() {
         let text = MINIMAL.replace(
             "http://127.0.0.1:8000",
@@ -1091,6 +1148,18 @@ mod tests {
                 "[proxy]",
                 "[proxy]\nlisten = [\"localhost:80x\"]",
                 "proxy.listen[0] = \"localhost:80x\"",
+            ),
+            (
+                "bad trusted proxy is named",
+                "[proxy]",
+                "[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+                "proxy.trusted_proxies[1] = \"10.0.0.0/33\": is not an IP address or a network",
+            ),
+            (
+                "trusting every address is rejected",
+                "[proxy]",
+                "[proxy]\ntrusted_proxies = [\"::/0\"]",
+                "proxy.trusted_proxies[0] = \"::/0\": trusts every address",
             ),
             (
                 "admin on proxy address is rejected",
