@@ -10,6 +10,11 @@
 //! other event is written at once, after the access lines buffered before
 //! it, so the order of lines is kept.
 //!
+//! A writer takes the buffered lines out under the buffer's lock and
+//! writes them after releasing it, so a slow stderr (a full pipe) holds up
+//! only threads that must write themselves, not every request that logs.
+//! Writers queue on a second lock, which keeps the lines in order.
+//!
 //! The batching exists because a `write` per request, or a hand-over to a
 //! writer thread per request, cost more CPU than the rest of the access
 //! event. [`flush`] must run before the process exits, and a panic flushes
@@ -42,6 +47,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Lines formatted but not yet written to stderr.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 
+/// Held while lines are written: the buffer taken from [`PENDING`], whose
+/// allocation goes back to it at the next write.
+static WRITING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
 /// The format of log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -65,6 +74,7 @@ pub fn init(format: LogFormat) {
     let ansi = std::io::stderr().is_terminal();
 
     pending().reserve(BATCH_BYTES);
+    lock(&WRITING).reserve(BATCH_BYTES);
     std::thread::Builder::new()
         .name("edge-proxy-log".to_owned())
         .spawn(|| {
@@ -76,10 +86,12 @@ pub fn init(format: LogFormat) {
         .expect("the log flush thread starts");
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        // `try_lock`: the panicking thread may be the one holding the
-        // buffer, and waiting for it would hang the panic.
-        if let Ok(mut pending) = PENDING.try_lock() {
-            write_out(&mut pending);
+        // `try_lock`: the panicking thread may be the one holding a lock,
+        // and waiting for it would hang the panic.
+        if let (Ok(mut writing), Ok(mut pending)) = (WRITING.try_lock(), PENDING.try_lock()) {
+            std::mem::swap(&mut *writing, &mut *pending);
+            drop(pending);
+            write_all(&mut writing);
         }
         previous_hook(info);
     }));
@@ -103,22 +115,30 @@ pub fn init(format: LogFormat) {
 /// Writes out every buffered log line. Call it right before the process
 /// exits.
 pub fn flush() {
-    let mut pending = pending();
-    if !pending.is_empty() {
-        write_out(&mut pending);
-    }
+    // Waiting for the writer before taking the lines keeps them after
+    // the ones it is writing.
+    let mut writing = lock(&WRITING);
+    std::mem::swap(&mut *writing, &mut *pending());
+    write_all(&mut writing);
 }
 
 fn pending() -> MutexGuard<'static, Vec<u8>> {
-    PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+    lock(&PENDING)
 }
 
-/// Writes the buffer to stderr with `write_all` and empties it.
-fn write_out(pending: &mut Vec<u8>) {
+fn lock(buffer: &'static Mutex<Vec<u8>>) -> MutexGuard<'static, Vec<u8>> {
+    buffer.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Writes `lines` to stderr with `write_all` and empties them.
+fn write_all(lines: &mut Vec<u8>) {
+    if lines.is_empty() {
+        return;
+    }
     // A failed write to stderr cannot be reported anywhere; the lines are
     // dropped rather than kept to grow the buffer without bound.
-    let _ = std::io::stderr().lock().write_all(pending);
-    pending.clear();
+    let _ = std::io::stderr().lock().write_all(lines);
+    lines.clear();
 }
 
 /// The subscriber's writer: hands out an [`EventWriter`] per event.
@@ -146,10 +166,13 @@ struct EventWriter {
 
 impl std::io::Write for EventWriter {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let mut pending = pending();
-        pending.extend_from_slice(line);
-        if !self.batched || pending.len() >= BATCH_BYTES {
-            write_out(&mut pending);
+        let full = {
+            let mut pending = pending();
+            pending.extend_from_slice(line);
+            pending.len() >= BATCH_BYTES
+        };
+        if !self.batched || full {
+            flush();
         }
         Ok(line.len())
     }
