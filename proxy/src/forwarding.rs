@@ -33,12 +33,17 @@ pub struct TrustedProxies {
 pub struct Client {
     /// The client's address: rate limits count per this address.
     pub address: IpAddr,
-    /// Whether the TCP peer is a trusted proxy, whose `X-Forwarded-Proto`
-    /// and `X-Forwarded-Host` are then passed on.
-    pub via_trusted_proxy: bool,
-    /// The `X-Forwarded-For` value for the upstream, when it is more than
-    /// `address`: the client, then each trusted hop up to the peer.
+    /// The `X-Forwarded-For` value for the upstream when the TCP peer is a
+    /// trusted proxy: the client, then each trusted hop up to the peer.
     pub chain: Option<HeaderValue>,
+}
+
+impl Client {
+    /// Reports whether the TCP peer is a trusted proxy, whose
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are then passed on.
+    pub fn via_trusted_proxy(&self) -> bool {
+        self.chain.is_some()
+    }
 }
 
 impl TrustedProxies {
@@ -62,7 +67,6 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return Client {
                 address: peer,
-                via_trusted_proxy: false,
                 chain: None,
             };
         }
@@ -90,7 +94,6 @@ impl TrustedProxies {
         let address = *hops.last().expect("hops starts with the peer");
         Client {
             address,
-            via_trusted_proxy: true,
             chain: Some(chain_value(&hops)),
         }
     }
@@ -184,7 +187,7 @@ mod tests {
             &headers(&[("x-forwarded-for", "198.51.100.1")]),
         );
         assert_eq!(client.address, ip("203.0.113.9"));
-        assert!(!client.via_trusted_proxy);
+        assert!(!client.via_trusted_proxy());
         assert_eq!(chain(&client), None);
     }
 
@@ -195,7 +198,7 @@ mod tests {
             &headers(&[("x-forwarded-for", "198.51.100.1")]),
         );
         assert_eq!(client.address, ip("127.0.0.1"));
-        assert!(!client.via_trusted_proxy);
+        assert!(!client.via_trusted_proxy());
     }
 
     #[test]
@@ -206,7 +209,7 @@ mod tests {
             &headers(&[("x-forwarded-for", "192.0.2.66, 198.51.100.1")]),
         );
         assert_eq!(client.address, ip("198.51.100.1"));
-        assert!(client.via_trusted_proxy);
+        assert!(client.via_trusted_proxy());
         // The client's own claim, 192.0.2.66, is dropped.
         assert_eq!(chain(&client), Some("198.51.100.1, 10.0.0.5"));
     }
@@ -233,7 +236,7 @@ mod tests {
         let proxies = trusted(&["10.0.0.5/32"]);
         let client = proxies.client(ip("10.0.0.5"), &HeaderMap::new());
         assert_eq!(client.address, ip("10.0.0.5"));
-        assert!(client.via_trusted_proxy);
+        assert!(client.via_trusted_proxy());
         assert_eq!(chain(&client), Some("10.0.0.5"));
     }
 

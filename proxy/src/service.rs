@@ -574,7 +574,7 @@ fn set_forwarding_headers(
         }
     }
 
-    let via_trusted_proxy = client.is_some_and(|client| client.via_trusted_proxy);
+    let via_trusted_proxy = client.is_some_and(Client::via_trusted_proxy);
     let scheme = if via_trusted_proxy {
         trusted_scheme(request_headers)
     } else {
