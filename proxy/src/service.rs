@@ -458,6 +458,13 @@ impl ProxyHttp for EdgeProxy {
             _ => None,
         };
         let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        // Requests Pingora refuses before `request_filter` have no client
+        // worked out yet.
+        let client = ctx
+            .client
+            .as_ref()
+            .map(|client| client.address)
+            .or_else(|| peer_ip(session));
 
         ctx.runtime.route_metrics.record_request(
             ctx.route,
@@ -472,6 +479,7 @@ impl ProxyHttp for EdgeProxy {
         tracing::info!(
             target: logging::ACCESS_TARGET,
             request_id = ctx.request_id.to_str().unwrap_or("-"),
+            client = %OrDash(client),
             method = request.method.as_str(),
             path = request.uri.path(),
             status,

@@ -6,16 +6,20 @@
 //! Linux routes to the loopback interface like 127.0.0.1.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use hanko_dev::keys::{DEFAULT_KEY_BITS, SigningKey};
 use hanko_edge_tests::echo::EchoServer;
-use hanko_edge_tests::edge_proxy::{EdgeProxy, ProxyConfig, RawResponse};
+use hanko_edge_tests::edge_proxy::{EdgeProxy, ProxyConfig, RawResponse, poll_until};
 use hanko_edge_tests::jwks::JwksServer;
 
 /// The load balancer in front of the proxy.
 const BALANCER: &str = "127.0.0.2";
 /// A client that reaches the proxy directly.
 const DIRECT: &str = "127.0.0.3";
+/// How long an access event may take to reach the log; the proxy writes
+/// them out within 100 ms.
+const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A proxy that trusts `BALANCER`, with a `/public` route and a `/limited`
 /// route allowing a burst of two requests per client address.
@@ -90,6 +94,16 @@ async fn balancer_headers_name_the_client() {
             vec!["app.example.com".to_owned()],
             vec![],
         ]
+    );
+    // The access event names the client too, not the balancer.
+    let logged = poll_until(LOG_TIMEOUT, || async {
+        stack.proxy.log().contains("client=198.51.100.1 ")
+    })
+    .await;
+    assert!(
+        logged,
+        "no access event for the client:\n{}",
+        stack.proxy.log()
     );
 }
 
