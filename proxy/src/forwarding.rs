@@ -3,24 +3,35 @@
 //!
 //! By default the TCP peer is the client: every forwarding header a client
 //! sends describes hops the proxy cannot vouch for, so the upstream gets
-//! `X-Forwarded-For` with the peer's address only. Behind a load balancer or
-//! TLS terminator that peer is the same machine for every request, so
+//! `X-Forwarded-For` with the peer's address only. Behind a load balancer
+//! that peer is the same machine for every request, so
 //! `proxy.trusted_proxies` lists the addresses whose forwarding headers are
 //! believed. For a request from such a peer, the client is the rightmost
 //! `X-Forwarded-For` entry that is not itself a trusted proxy, as with
-//! nginx's realip module and `real_ip_recursive on`.
-//! Entries left of the client were written by the client and are dropped.
-//! The trusted peer's `X-Forwarded-Proto` and `X-Forwarded-Host` are kept.
+//! nginx's realip module and `real_ip_recursive on`. Entries left of the
+//! client were written by the client and are dropped. The trusted peer's
+//! `X-Forwarded-Proto` is kept. `X-Forwarded-Host` never is: many load
+//! balancers pass a client's value through unchanged.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderValue;
 use http::header::HeaderMap;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 /// The `X-Forwarded-For` header, as a lower-case name for lookups.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Most `X-Forwarded-For` addresses read for one request. Real chains
+/// have a few hops; a longer one makes the last trusted hop read the
+/// client.
+const MAX_HOPS: usize = 32;
+
+/// The widest networks accepted. Every address in a listed network can
+/// name any client, so wider ones are refused as likely mistakes.
+const MIN_IPV4_PREFIX: u8 = 8;
+const MIN_IPV6_PREFIX: u8 = 32;
 
 /// The networks whose forwarding headers the proxy believes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,9 +51,47 @@ pub struct Client {
 
 impl Client {
     /// Reports whether the TCP peer is a trusted proxy, whose
-    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are then passed on.
+    /// `X-Forwarded-Proto` is then passed on.
     pub fn via_trusted_proxy(&self) -> bool {
         self.chain.is_some()
+    }
+}
+
+/// The reason a `trusted_proxies` entry is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkProblem {
+    /// Neither an IP address nor a network in CIDR form.
+    NotAnAddress,
+    /// A network written with host bits, such as `10.1.2.3/8`.
+    HostBitsSet {
+        /// The network the prefix describes.
+        network: IpNet,
+        /// The single address written.
+        address: IpAddr,
+    },
+    /// A prefix shorter than the minimum for its address family.
+    TooBroad {
+        /// The shortest prefix accepted.
+        minimum: u8,
+    },
+}
+
+impl fmt::Display for NetworkProblem {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAnAddress => {
+                formatter.write_str("is not an IP address or a network such as 10.0.3.0/24")
+            }
+            Self::HostBitsSet { network, address } => write!(
+                formatter,
+                "has host bits set; write {network} for the network or {address} for one address"
+            ),
+            Self::TooBroad { minimum } => write!(
+                formatter,
+                "is wider than /{minimum}, and any address in a listed network can set any \
+                 client address; list only the proxies in front"
+            ),
+        }
     }
 }
 
@@ -72,20 +121,23 @@ impl TrustedProxies {
         }
 
         // Walks the chain from the nearest hop outwards. `hops` collects the
-        // verified addresses, nearest first, ending with the client.
+        // verified addresses, nearest first, ending with the client. Each
+        // entry is decoded on its own: proxies append to the client's line,
+        // and a byte the client put there must spoil only its own entry.
         let mut hops = vec![peer];
         'walk: for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-            let Ok(text) = value.to_str() else {
-                break;
-            };
-            for entry in text.rsplit(',') {
+            for entry in value.as_bytes().rsplit(|byte| *byte == b',') {
+                let entry = entry.trim_ascii();
+                if entry.is_empty() {
+                    continue;
+                }
                 // An entry that is no address ends the walk: nothing left of
                 // it can be placed, so the nearest trusted hop is the client.
                 let Some(address) = parse_entry(entry) else {
                     break 'walk;
                 };
                 hops.push(address);
-                if !self.contains(address) {
+                if !self.contains(address) || hops.len() > MAX_HOPS {
                     break 'walk;
                 }
             }
@@ -100,18 +152,54 @@ impl TrustedProxies {
 }
 
 /// Reads a trusted proxy as written in the config: a network in CIDR form,
-/// or a single address.
-pub fn parse_network(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
+/// or a single address. IPv4-mapped IPv6 networks become IPv4 networks,
+/// because peers are compared in their IPv4 form.
+pub fn parse_network(text: &str) -> Result<IpNet, NetworkProblem> {
+    let written = text
+        .parse::<IpNet>()
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .ok()
+        .map_err(|_| NetworkProblem::NotAnAddress)?;
+    let network = unmap(written);
+    if network.trunc() != network {
+        return Err(NetworkProblem::HostBitsSet {
+            network: network.trunc(),
+            address: network.addr(),
+        });
+    }
+    let minimum = match network {
+        IpNet::V4(_) => MIN_IPV4_PREFIX,
+        IpNet::V6(_) => MIN_IPV6_PREFIX,
+    };
+    if network.prefix_len() < minimum {
+        return Err(NetworkProblem::TooBroad { minimum });
+    }
+    Ok(network)
 }
 
-/// Reads one `X-Forwarded-For` entry: an IP address, optionally with a
-/// port (`192.0.2.1:80`, `[2001:db8::1]:80`), as some load balancers write.
-fn parse_entry(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim_matches([' ', '\t']);
-    entry
+/// Turns `::ffff:10.0.0.0/104` into `10.0.0.0/8`.
+fn unmap(network: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = network
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+    {
+        let prefix = v6.prefix_len() - 96;
+        return Ipv4Net::new(v4, prefix)
+            .expect("a mapped prefix of 96 to 128 leaves 0 to 32")
+            .into();
+    }
+    network
+}
+
+/// Reads one `X-Forwarded-For` entry: an IP address, optionally in
+/// brackets or with a port (`192.0.2.1:80`, `[2001:db8::1]:80`), as some
+/// load balancers write.
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?;
+    let unbracketed = entry
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(entry);
+    unbracketed
         .parse::<IpAddr>()
         .or_else(|_| entry.parse::<SocketAddr>().map(|address| address.ip()))
         .ok()
@@ -131,18 +219,17 @@ fn chain_value(hops: &[IpAddr]) -> HeaderValue {
     HeaderValue::try_from(text).expect("IP addresses in text are valid header characters")
 }
 
-/// The scheme a trusted proxy reports in `X-Forwarded-Proto`: `https` when
-/// its last entry is `https`, `http` otherwise.
+/// Returns the scheme a trusted proxy reports in `X-Forwarded-Proto`:
+/// `https` when the last entry of its last line is `https`, else `http`.
 pub fn trusted_scheme(headers: &HeaderMap) -> &'static str {
     let last = headers
         .get_all("x-forwarded-proto")
         .iter()
         .next_back()
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.rsplit(',').next())
-        .map(str::trim);
+        .and_then(|value| value.as_bytes().rsplit(|byte| *byte == b',').next())
+        .map(<[u8]>::trim_ascii);
     match last {
-        Some(scheme) if scheme.eq_ignore_ascii_case("https") => "https",
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"https") => "https",
         _ => "http",
     }
 }
@@ -253,10 +340,91 @@ mod tests {
     #[test]
     fn garbage_entry_stops_the_walk() {
         let proxies = trusted(&["10.0.0.0/8"]);
-        for value in ["198.51.100.1, unknown, 10.1.1.1", "198.51.100.1,,10.1.1.1"] {
-            let client = proxies.client(ip("10.0.0.5"), &headers(&[("x-forwarded-for", value)]));
-            assert_eq!(client.address, ip("10.1.1.1"), "{value}");
-            assert_eq!(chain(&client), Some("10.1.1.1, 10.0.0.5"), "{value}");
+        let client = proxies.client(
+            ip("10.0.0.5"),
+            &headers(&[("x-forwarded-for", "198.51.100.1, unknown, 10.1.1.1")]),
+        );
+        assert_eq!(client.address, ip("10.1.1.1"));
+        assert_eq!(chain(&client), Some("10.1.1.1, 10.0.0.5"));
+    }
+
+    #[test]
+    fn empty_entries_are_skipped() {
+        let proxies = trusted(&["10.0.0.0/8"]);
+        let client = proxies.client(
+            ip("10.0.0.5"),
+            &headers(&[("x-forwarded-for", "198.51.100.1,, ,10.1.1.1,")]),
+        );
+        assert_eq!(client.address, ip("198.51.100.1"));
+        assert_eq!(chain(&client), Some("198.51.100.1, 10.1.1.1, 10.0.0.5"));
+    }
+
+    #[test]
+    fn non_ascii_entry_spoils_only_itself() {
+        // A balancer appended the client's address to a line the client
+        // started with bytes that are not ASCII.
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xc3\xa9, 198.51.100.1").expect("value"),
+        );
+        let client = trusted(&["10.0.0.0/8"]).client(ip("10.0.0.5"), &map);
+        assert_eq!(client.address, ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn long_chain_stops_at_the_cap() {
+        let entries: Vec<String> = (1..=40).map(|hop| format!("10.9.0.{hop}")).collect();
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-forwarded-for",
+            HeaderValue::from_str(&entries.join(", ")).expect("value"),
+        );
+        let client = trusted(&["10.0.0.0/8"]).client(ip("10.0.0.5"), &map);
+        // The peer and the 32 rightmost entries were read.
+        assert_eq!(client.address, ip("10.9.0.9"));
+        let chain = chain(&client).expect("a chain");
+        assert_eq!(chain.split(", ").count(), MAX_HOPS + 1);
+    }
+
+    #[test]
+    fn bracketed_address_without_port() {
+        let client = trusted(&["10.0.0.0/8"]).client(
+            ip("10.0.0.5"),
+            &headers(&[("x-forwarded-for", "[2001:db9::1]")]),
+        );
+        assert_eq!(client.address, ip("2001:db9::1"));
+    }
+
+    #[test]
+    fn networks_are_checked() {
+        let net = |text: &str| text.parse::<IpNet>().expect("network");
+        let cases = [
+            ("10.0.3.0/24", Ok(net("10.0.3.0/24"))),
+            ("192.0.2.7", Ok(net("192.0.2.7/32"))),
+            ("::ffff:10.0.0.0/104", Ok(net("10.0.0.0/8"))),
+            ("::ffff:192.0.2.7", Ok(net("192.0.2.7/32"))),
+            ("2001:db8::/32", Ok(net("2001:db8::/32"))),
+            ("", Err(NetworkProblem::NotAnAddress)),
+            ("lb.example.com", Err(NetworkProblem::NotAnAddress)),
+            (" 10.0.0.1", Err(NetworkProblem::NotAnAddress)),
+            ("10.0.0.0/33", Err(NetworkProblem::NotAnAddress)),
+            (
+                "10.1.2.3/8",
+                Err(NetworkProblem::HostBitsSet {
+                    network: net("10.0.0.0/8"),
+                    address: ip("10.1.2.3"),
+                }),
+            ),
+            ("0.0.0.0/1", Err(NetworkProblem::TooBroad { minimum: 8 })),
+            (
+                "::ffff:0:0/96",
+                Err(NetworkProblem::TooBroad { minimum: 8 }),
+            ),
+            ("2001::/16", Err(NetworkProblem::TooBroad { minimum: 32 })),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_network(text), expected, "{text:?}");
         }
     }
 
@@ -279,12 +447,19 @@ mod tests {
 
     #[test]
     fn scheme_from_trusted_proxy() {
-        let cases: [(&[(&str, &str)], &str); 5] = [
+        let cases: [(&[(&str, &str)], &str); 6] = [
             (&[], "http"),
             (&[("x-forwarded-proto", "https")], "https"),
             (&[("x-forwarded-proto", "HTTPS")], "https"),
             (&[("x-forwarded-proto", "https, http")], "http"),
             (&[("x-forwarded-proto", "ftp")], "http"),
+            (
+                &[
+                    ("x-forwarded-proto", "http"),
+                    ("x-forwarded-proto", "https"),
+                ],
+                "https",
+            ),
         ];
         for (pairs, expected) in cases {
             let mut map = HeaderMap::new();

@@ -561,8 +561,10 @@ fn upstream_target(request: &RequestHeader, path: &str) -> Option<String> {
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for `client` and removes
 /// `Forwarded`. They replace what the request carried: only a trusted
-/// proxy's values are believed, and `client` already holds the result of
-/// reading them. `Forwarded` is not parsed, so it is never passed on.
+/// proxy's `X-Forwarded-For` and `-Proto` are believed, and `client` is
+/// what the first one said. `X-Forwarded-Host` is
+/// always the request's `Host`, and `Forwarded` is not parsed, so a client
+/// can set neither.
 fn set_forwarding_headers(
     upstream_request: &mut RequestHeader,
     client: Option<&Client>,
@@ -582,23 +584,14 @@ fn set_forwarding_headers(
         }
     }
 
-    let via_trusted_proxy = client.is_some_and(Client::via_trusted_proxy);
-    let scheme = if via_trusted_proxy {
+    let scheme = if client.is_some_and(Client::via_trusted_proxy) {
         trusted_scheme(request_headers)
     } else {
         "http"
     };
     upstream_request.insert_header(X_FORWARDED_PROTO_NAME, scheme)?;
 
-    let forwarded_host = via_trusted_proxy
-        .then(|| {
-            request_headers
-                .get_all(&X_FORWARDED_HOST)
-                .iter()
-                .next_back()
-        })
-        .flatten();
-    match forwarded_host.or_else(|| request_headers.get(HOST)) {
+    match request_headers.get(HOST) {
         Some(host) => upstream_request.insert_header(X_FORWARDED_HOST_NAME, host.clone())?,
         None => {
             upstream_request.remove_header(&X_FORWARDED_HOST);

@@ -1,11 +1,11 @@
-//! `trusted_proxies` against the real binary: a request from a listed
-//! address is taken to come from the client its `X-Forwarded-For` names,
-//! for the upstream's forwarding headers and for rate limits, while the
-//! same headers from any other address are replaced. The test clients
+//! `trusted_proxies` against the real binary. A request from a listed
+//! address is taken to come from the client its `X-Forwarded-For` names:
+//! in the upstream's forwarding headers, the access log and rate limits.
+//! The same headers from any other address are replaced. The test clients
 //! connect from different loopback addresses (127.0.0.2, 127.0.0.3), which
 //! Linux routes to the loopback interface like 127.0.0.1.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hanko_dev::keys::{DEFAULT_KEY_BITS, SigningKey};
@@ -17,15 +17,16 @@ use hanko_edge_tests::jwks::JwksServer;
 const BALANCER: &str = "127.0.0.2";
 /// A client that reaches the proxy directly.
 const DIRECT: &str = "127.0.0.3";
-/// How long an access event may take to reach the log; the proxy writes
-/// them out within 100 ms.
-const LOG_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an access event or a reload may take to show; the proxy
+/// writes access events out within 100 ms.
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+const RELOADS_SUCCEEDED: &str = "edge_proxy_config_reloads_total{result=\"succeeded\"}";
 
 /// A proxy that trusts `BALANCER`, with a `/public` route and a `/limited`
 /// route allowing a burst of two requests per client address.
 struct Stack {
-    _jwks: JwksServer,
-    _upstream: EchoServer,
+    jwks: JwksServer,
+    upstream: EchoServer,
     proxy: EdgeProxy,
 }
 
@@ -34,41 +35,53 @@ impl Stack {
         let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("RSA key generation works");
         let jwks = JwksServer::start(&[&key]).await;
         let upstream = EchoServer::start().await;
-        let config = ProxyConfig::new(&jwks.base_url())
-            .proxy(&format!("trusted_proxies = [\"{BALANCER}/32\"]"))
-            .route(&format!(
-                "path_prefix = \"/public\"\nupstream = \"{}\"\nauth = \"none\"",
-                upstream.addr()
-            ))
-            .route(&format!(
-                "path_prefix = \"/limited\"\nupstream = \"{}\"\nauth = \"none\"\n\
-                 rate_limit = {{ requests_per_second = 0.1, burst = 2 }}",
-                upstream.addr()
-            ));
+        let config = config(&jwks.base_url(), upstream.addr(), Some(BALANCER));
         let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
         Stack {
-            _jwks: jwks,
-            _upstream: upstream,
+            jwks,
+            upstream,
             proxy,
         }
     }
 
-    async fn get(&self, source: &str, path: &str, forwarded_for: Option<&str>) -> RawResponse {
+    async fn get(&self, source: &str, path: &str, forwarded_for: Option<&[u8]>) -> RawResponse {
         let source: IpAddr = source.parse().expect("address");
         let headers: Vec<(&str, &[u8])> = forwarded_for
-            .map(|value| ("X-Forwarded-For", value.as_bytes()))
+            .map(|value| ("X-Forwarded-For", value))
             .into_iter()
             .collect();
         self.proxy.raw_get_from(source, path, &headers).await
     }
+
+    /// Waits until the access log has a line containing `text`.
+    async fn assert_logged(&self, text: &str) {
+        let logged = poll_until(POLL_TIMEOUT, || async { self.proxy.log().contains(text) }).await;
+        assert!(logged, "no access event with {text}:\n{}", self.proxy.log());
+    }
 }
 
-/// Headers a load balancer would pass on, plus a client's own claim.
+/// Builds the test routes to `upstream`, trusting `trusted` when given.
+fn config(jwks_url: &str, upstream: SocketAddr, trusted: Option<&str>) -> ProxyConfig {
+    let mut config = ProxyConfig::new(jwks_url);
+    if let Some(trusted) = trusted {
+        config = config.proxy(&format!("trusted_proxies = [\"{trusted}\"]"));
+    }
+    config
+        .route(&format!(
+            "path_prefix = \"/public\"\nupstream = \"{upstream}\"\nauth = \"none\""
+        ))
+        .route(&format!(
+            "path_prefix = \"/limited\"\nupstream = \"{upstream}\"\nauth = \"none\"\n\
+             rate_limit = {{ requests_per_second = 0.1, burst = 2 }}"
+        ))
+}
+
+/// Headers a load balancer would pass on, plus a client's own claims.
 fn balancer_headers() -> [(&'static str, &'static [u8]); 4] {
     [
         ("X-Forwarded-For", b"192.0.2.66, 198.51.100.1"),
         ("X-Forwarded-Proto", b"https"),
-        ("X-Forwarded-Host", b"app.example.com"),
+        ("X-Forwarded-Host", b"evil.example.com"),
         ("Forwarded", b"for=192.0.2.66;proto=https"),
     ]
 }
@@ -86,25 +99,17 @@ async fn balancer_headers_name_the_client() {
         )
         .await;
 
+    // X-Forwarded-Host stays the Host header even from the balancer.
     assert_eq!(
         response.echoed().forwarding_headers(),
         [
             vec![format!("198.51.100.1, {BALANCER}")],
             vec!["https".to_owned()],
-            vec!["app.example.com".to_owned()],
+            vec![stack.proxy.addr().to_string()],
             vec![],
         ]
     );
-    // The access event names the client too, not the balancer.
-    let logged = poll_until(LOG_TIMEOUT, || async {
-        stack.proxy.log().contains("client=198.51.100.1 ")
-    })
-    .await;
-    assert!(
-        logged,
-        "no access event for the client:\n{}",
-        stack.proxy.log()
-    );
+    stack.assert_logged("client=198.51.100.1 ").await;
 }
 
 #[tokio::test]
@@ -129,12 +134,29 @@ async fn untrusted_peer_headers_are_replaced() {
             vec![],
         ]
     );
+    stack.assert_logged(&format!("client={DIRECT} ")).await;
+}
+
+#[tokio::test]
+async fn client_bytes_spoil_only_their_entry() {
+    let stack = Stack::start().await;
+
+    // The client started the line with bytes that are not ASCII, and the
+    // balancer appended the client's address to it.
+    let response = stack
+        .get(BALANCER, "/public/x", Some(b"\xc3\xa9, 198.51.100.9"))
+        .await;
+
+    assert_eq!(
+        response.echoed().header_values("x-forwarded-for"),
+        [format!("198.51.100.9, {BALANCER}")]
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_counts_forwarded_clients() {
     let stack = Stack::start().await;
-    let first = Some("198.51.100.1");
+    let first = Some(b"198.51.100.1".as_slice());
 
     // The burst of two, then a refusal, for the first client behind the
     // balancer.
@@ -145,7 +167,7 @@ async fn rate_limit_counts_forwarded_clients() {
     assert_eq!(stack.get(BALANCER, "/limited/x", first).await.status, 429);
 
     // Another client behind the same balancer has its own bucket.
-    let second = Some("198.51.100.2");
+    let second = Some(b"198.51.100.2".as_slice());
     assert_eq!(stack.get(BALANCER, "/limited/x", second).await.status, 200);
 
     // A direct client that names the limited one is counted as itself, so
@@ -153,4 +175,31 @@ async fn rate_limit_counts_forwarded_clients() {
     assert_eq!(stack.get(DIRECT, "/limited/x", first).await.status, 200);
     assert_eq!(stack.get(DIRECT, "/limited/x", first).await.status, 200);
     assert_eq!(stack.get(DIRECT, "/limited/x", first).await.status, 429);
+}
+
+#[tokio::test]
+async fn reload_stops_trusting_a_removed_proxy() {
+    let mut stack = Stack::start().await;
+    let claim = Some(b"198.51.100.1".as_slice());
+    let before = stack.get(BALANCER, "/public/x", claim).await;
+    assert_eq!(
+        before.echoed().header_values("x-forwarded-for"),
+        [format!("198.51.100.1, {BALANCER}")]
+    );
+
+    let untrusting = config(&stack.jwks.base_url(), stack.upstream.addr(), None);
+    stack.proxy.write_config(&untrusting.to_toml());
+    stack.proxy.process().signal("HUP");
+    let reloaded = poll_until(POLL_TIMEOUT, || async {
+        stack.proxy.metric(RELOADS_SUCCEEDED).await >= 1.0
+    })
+    .await;
+    assert!(
+        reloaded,
+        "the reload was not counted:\n{}",
+        stack.proxy.log()
+    );
+
+    let after = stack.get(BALANCER, "/public/x", claim).await;
+    assert_eq!(after.echoed().header_values("x-forwarded-for"), [BALANCER]);
 }

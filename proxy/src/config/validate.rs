@@ -271,19 +271,11 @@ fn parse_socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<
 fn validate_trusted_proxies(values: &[String], problems: &mut Problems) -> TrustedProxies {
     let mut networks = Vec::with_capacity(values.len());
     for (index, value) in values.iter().enumerate() {
-        let key = format!("proxy.trusted_proxies[{index}]");
         match parse_network(value) {
-            None => problems.add(
-                &key,
-                value,
-                "is not an IP address or a network such as 10.0.0.0/8",
-            ),
-            Some(network) if network.prefix_len() == 0 => problems.add(
-                &key,
-                value,
-                "trusts every address, so any client could set its own address; list only the proxies in front",
-            ),
-            Some(network) => networks.push(network.trunc()),
+            Ok(network) => networks.push(network),
+            Err(problem) => {
+                problems.add(&format!("proxy.trusted_proxies[{index}]"), value, problem)
+            }
         }
     }
     TrustedProxies::new(networks)
@@ -1078,7 +1070,7 @@ mod tests {
     fn trusted_proxies_take_addresses_and_networks() {
         let text = MINIMAL.replace(
             "[proxy]",
-            "[proxy]\ntrusted_proxies = [\"10.1.2.3/8\", \"192.0.2.7\", \"2001:db8::/32\"]",
+            "[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]",
         );
         let config = Config::from_toml(&text).expect("valid");
         let trusted = &config.trusted_proxies;
@@ -1156,10 +1148,16 @@ mod tests {
                 "proxy.trusted_proxies[1] = \"10.0.0.0/33\": is not an IP address or a network",
             ),
             (
-                "trusting every address is rejected",
+                "too wide a trusted network is rejected",
                 "[proxy]",
                 "[proxy]\ntrusted_proxies = [\"::/0\"]",
-                "proxy.trusted_proxies[0] = \"::/0\": trusts every address",
+                "proxy.trusted_proxies[0] = \"::/0\": is wider than /32",
+            ),
+            (
+                "trusted network with host bits is rejected",
+                "[proxy]",
+                "[proxy]\ntrusted_proxies = [\"10.1.2.3/8\"]",
+                "write 10.0.0.0/8 for the network or 10.1.2.3 for one address",
             ),
             (
                 "admin on proxy address is rejected",
