@@ -50,8 +50,25 @@ pub struct RateLimitSettings {
 pub enum RateKey {
     /// The verified user id (`sub`).
     User(Arc<str>),
-    /// The client's IP address, for requests without a verified user.
+    /// The client's IP address, for requests without a verified user;
+    /// build it with [`RateKey::address`].
     Address(IpAddr),
+}
+
+impl RateKey {
+    /// Keys a request by the client's `address`: an IPv4 address alone, an
+    /// IPv6 address by its /64 network. One IPv6 host is usually given a
+    /// whole /64, and counting each address alone would let it draw on
+    /// billions of buckets.
+    pub fn address(address: IpAddr) -> Self {
+        match address.to_canonical() {
+            IpAddr::V6(v6) => {
+                let network = u128::from(v6) & !u128::from(u64::MAX);
+                Self::Address(IpAddr::V6(network.into()))
+            }
+            v4 => Self::Address(v4),
+        }
+    }
 }
 
 /// The decision on one request.
@@ -165,6 +182,19 @@ mod tests {
 
     const SECOND: u64 = 1_000_000_000;
 
+    #[test]
+    fn ipv6_addresses_share_their_64() {
+        let key = |text: &str| RateKey::address(text.parse().expect("address"));
+        assert_eq!(key("2001:db8:0:1::1"), key("2001:db8:0:1:ffff::2"));
+        assert_ne!(key("2001:db8:0:1::1"), key("2001:db8:0:2::1"));
+        assert_eq!(
+            key("2001:db8:0:1::1"),
+            RateKey::Address("2001:db8:0:1::".parse().expect("address"))
+        );
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+    }
+
     fn limiter(requests_per_second: f64, burst: u32) -> RateLimiter {
         RateLimiter::new(RateLimitSettings {
             requests_per_second,
@@ -245,7 +275,7 @@ mod tests {
     #[test]
     fn keys_have_separate_buckets() {
         let limiter = limiter(0.5, 1);
-        let address = RateKey::Address("127.0.0.1".parse().expect("address"));
+        let address = RateKey::address("127.0.0.1".parse().expect("address"));
 
         assert_eq!(limiter.check(user("ada")), RateDecision::Allowed);
         assert!(matches!(

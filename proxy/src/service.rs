@@ -244,10 +244,10 @@ impl EdgeProxy {
         };
         let key = match (&ctx.identity, &ctx.client) {
             (Some(identity), _) => RateKey::User(identity.subject.as_str().into()),
-            (None, Some(client)) => RateKey::Address(client.address),
+            (None, Some(client)) => RateKey::address(client.address),
             // Listeners are TCP only, so every client has an address; were
             // one missing, such requests would share one bucket.
-            (None, None) => RateKey::Address(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            (None, None) => RateKey::address(std::net::Ipv4Addr::UNSPECIFIED.into()),
         };
         match limiter.check(key) {
             RateDecision::Allowed => Ok(()),

@@ -178,6 +178,19 @@ async fn rate_limit_counts_forwarded_clients() {
 }
 
 #[tokio::test]
+async fn rate_limit_counts_ipv6_clients_per_64() {
+    let stack = Stack::start().await;
+    let get = |forwarded_for: &'static [u8]| stack.get(BALANCER, "/limited/x", Some(forwarded_for));
+
+    // Two addresses of one /64 share a bucket of two.
+    assert_eq!(get(b"2001:db8:0:1::1").await.status, 200);
+    assert_eq!(get(b"2001:db8:0:1::2").await.status, 200);
+    assert_eq!(get(b"2001:db8:0:1::3").await.status, 429);
+    // The next /64 has its own.
+    assert_eq!(get(b"2001:db8:0:2::1").await.status, 200);
+}
+
+#[tokio::test]
 async fn reload_stops_trusting_a_removed_proxy() {
     let mut stack = Stack::start().await;
     let claim = Some(b"198.51.100.1".as_slice());
