@@ -42,7 +42,8 @@ pub struct TrustedProxies {
 /// The client of one request, as far as the proxy can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
-    /// The client's address: rate limits count per this address.
+    /// The client's address, which rate limits count (an IPv6 one by its
+    /// /64 network).
     pub address: IpAddr,
     /// The `X-Forwarded-For` value for the upstream when the TCP peer is a
     /// trusted proxy: the client, then each trusted hop up to the peer.
@@ -71,6 +72,8 @@ pub enum NetworkProblem {
     },
     /// A prefix shorter than the minimum for its address family.
     TooBroad {
+        /// The network the entry stands for.
+        network: IpNet,
         /// The shortest prefix accepted.
         minimum: u8,
     },
@@ -86,10 +89,10 @@ impl fmt::Display for NetworkProblem {
                 formatter,
                 "has host bits set; write {network} for the network or {address} for one address"
             ),
-            Self::TooBroad { minimum } => write!(
+            Self::TooBroad { network, minimum } => write!(
                 formatter,
-                "is wider than /{minimum}, and any address in a listed network can set any \
-                 client address; list only the proxies in front"
+                "covers {network}, wider than /{minimum}, and any address in a listed network \
+                 can set any client address; list only the proxies in front"
             ),
         }
     }
@@ -160,18 +163,23 @@ pub fn parse_network(text: &str) -> Result<IpNet, NetworkProblem> {
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
         .map_err(|_| NetworkProblem::NotAnAddress)?;
     let network = unmap(written);
-    if network.trunc() != network {
-        return Err(NetworkProblem::HostBitsSet {
-            network: network.trunc(),
-            address: network.addr(),
-        });
-    }
+    // Width first, so the host-bits message never suggests a network that
+    // is refused next.
     let minimum = match network {
         IpNet::V4(_) => MIN_IPV4_PREFIX,
         IpNet::V6(_) => MIN_IPV6_PREFIX,
     };
     if network.prefix_len() < minimum {
-        return Err(NetworkProblem::TooBroad { minimum });
+        return Err(NetworkProblem::TooBroad {
+            network: network.trunc(),
+            minimum,
+        });
+    }
+    if network.trunc() != network {
+        return Err(NetworkProblem::HostBitsSet {
+            network: network.trunc(),
+            address: network.addr(),
+        });
     }
     Ok(network)
 }
@@ -220,14 +228,20 @@ fn chain_value(hops: &[IpAddr]) -> HeaderValue {
 }
 
 /// Returns the scheme a trusted proxy reports in `X-Forwarded-Proto`:
-/// `https` when the last entry of its last line is `https`, else `http`.
+/// `https` when the last non-empty entry of its last line is `https`,
+/// else `http`.
 pub fn trusted_scheme(headers: &HeaderMap) -> &'static str {
     let last = headers
         .get_all("x-forwarded-proto")
         .iter()
         .next_back()
-        .and_then(|value| value.as_bytes().rsplit(|byte| *byte == b',').next())
-        .map(<[u8]>::trim_ascii);
+        .and_then(|value| {
+            value
+                .as_bytes()
+                .rsplit(|byte| *byte == b',')
+                .map(<[u8]>::trim_ascii)
+                .find(|entry| !entry.is_empty())
+        });
     match last {
         Some(scheme) if scheme.eq_ignore_ascii_case(b"https") => "https",
         _ => "http",
@@ -416,12 +430,34 @@ mod tests {
                     address: ip("10.1.2.3"),
                 }),
             ),
-            ("0.0.0.0/1", Err(NetworkProblem::TooBroad { minimum: 8 })),
+            (
+                "0.0.0.0/1",
+                Err(NetworkProblem::TooBroad {
+                    network: net("0.0.0.0/1"),
+                    minimum: 8,
+                }),
+            ),
+            (
+                "10.1.2.3/4",
+                Err(NetworkProblem::TooBroad {
+                    network: net("0.0.0.0/4"),
+                    minimum: 8,
+                }),
+            ),
             (
                 "::ffff:0:0/96",
-                Err(NetworkProblem::TooBroad { minimum: 8 }),
+                Err(NetworkProblem::TooBroad {
+                    network: net("0.0.0.0/0"),
+                    minimum: 8,
+                }),
             ),
-            ("2001::/16", Err(NetworkProblem::TooBroad { minimum: 32 })),
+            (
+                "2001::/16",
+                Err(NetworkProblem::TooBroad {
+                    network: net("2001::/16"),
+                    minimum: 32,
+                }),
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_network(text), expected, "{text:?}");
@@ -447,7 +483,7 @@ mod tests {
 
     #[test]
     fn scheme_from_trusted_proxy() {
-        let cases: [(&[(&str, &str)], &str); 6] = [
+        let cases: [(&[(&str, &str)], &str); 7] = [
             (&[], "http"),
             (&[("x-forwarded-proto", "https")], "https"),
             (&[("x-forwarded-proto", "HTTPS")], "https"),
@@ -460,6 +496,7 @@ mod tests {
                 ],
                 "https",
             ),
+            (&[("x-forwarded-proto", "http, https, ")], "https"),
         ];
         for (pairs, expected) in cases {
             let mut map = HeaderMap::new();

@@ -22,7 +22,7 @@
 //! the service manager sends it.
 
 use std::io::{IsTerminal as _, Write as _};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -43,6 +43,10 @@ pub const BATCH_BYTES: usize = 32 * 1024;
 
 /// Maximum time an access line waits in the buffer.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long a panic waits for another thread's write before printing its
+/// message without the buffered lines.
+const PANIC_WAIT: Duration = Duration::from_secs(1);
 
 /// Lines formatted but not yet written to stderr.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -86,13 +90,7 @@ pub fn init(format: LogFormat) {
         .expect("the log flush thread starts");
     let previous_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        // `try_lock`: the panicking thread may be the one holding a lock,
-        // and waiting for it would hang the panic.
-        if let (Ok(mut writing), Ok(mut pending)) = (WRITING.try_lock(), PENDING.try_lock()) {
-            std::mem::swap(&mut *writing, &mut *pending);
-            drop(pending);
-            write_all(&mut writing);
-        }
+        flush_on_panic();
         previous_hook(info);
     }));
 
@@ -115,11 +113,58 @@ pub fn init(format: LogFormat) {
 /// Writes out every buffered log line. Call it right before the process
 /// exits.
 pub fn flush() {
+    write_out(false);
+}
+
+/// Takes the buffered lines and writes them, or with `only_if_full` does
+/// nothing unless they still fill a batch: threads that found the batch
+/// full while another was writing it need not each write a few lines.
+fn write_out(only_if_full: bool) {
     // Waiting for the writer before taking the lines keeps them after
     // the ones it is writing.
     let mut writing = lock(&WRITING);
-    std::mem::swap(&mut *writing, &mut *pending());
+    {
+        let mut pending = pending();
+        if only_if_full && pending.len() < BATCH_BYTES {
+            return;
+        }
+        std::mem::swap(&mut *writing, &mut *pending);
+    }
     write_all(&mut writing);
+}
+
+/// Writes out the buffered lines before a panic message. No code that
+/// holds either lock can panic, so a taken lock belongs to another thread
+/// and is waited for, at most about a second in case its write never
+/// ends.
+fn flush_on_panic() {
+    let Some(mut writing) = try_lock_for(&WRITING, PANIC_WAIT) else {
+        return;
+    };
+    let Some(mut pending) = try_lock_for(&PENDING, PANIC_WAIT) else {
+        return;
+    };
+    std::mem::swap(&mut *writing, &mut *pending);
+    drop(pending);
+    write_all(&mut writing);
+}
+
+/// Tries to lock `buffer` until `wait` has passed.
+fn try_lock_for(
+    buffer: &'static Mutex<Vec<u8>>,
+    wait: Duration,
+) -> Option<MutexGuard<'static, Vec<u8>>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match buffer.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(TryLockError::WouldBlock) => return None,
+        }
+    }
 }
 
 fn pending() -> MutexGuard<'static, Vec<u8>> {
@@ -171,8 +216,10 @@ impl std::io::Write for EventWriter {
             pending.extend_from_slice(line);
             pending.len() >= BATCH_BYTES
         };
-        if !self.batched || full {
-            flush();
+        if !self.batched {
+            write_out(false);
+        } else if full {
+            write_out(true);
         }
         Ok(line.len())
     }

@@ -1151,7 +1151,7 @@ mod tests {
                 "too wide a trusted network is rejected",
                 "[proxy]",
                 "[proxy]\ntrusted_proxies = [\"::/0\"]",
-                "proxy.trusted_proxies[0] = \"::/0\": is wider than /32",
+                "proxy.trusted_proxies[0] = \"::/0\": covers ::/0, wider than /32",
             ),
             (
                 "trusted network with host bits is rejected",
