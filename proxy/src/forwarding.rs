@@ -23,9 +23,9 @@ use ipnet::{IpNet, Ipv4Net};
 /// The `X-Forwarded-For` header, as a lower-case name for lookups.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// Most `X-Forwarded-For` addresses read for one request. Real chains
-/// have a few hops; a longer one makes the last trusted hop read the
-/// client.
+/// Maximum number of `X-Forwarded-For` addresses read for one request.
+/// Real chains have a few hops. On a longer one, the last trusted hop read
+/// is taken as the client.
 const MAX_HOPS: usize = 32;
 
 /// The widest networks accepted. Every address in a listed network can
@@ -72,7 +72,7 @@ pub enum NetworkProblem {
     },
     /// A prefix shorter than the minimum for its address family.
     TooBroad {
-        /// The network the entry stands for.
+        /// The network the entry covers.
         network: IpNet,
         /// The shortest prefix accepted.
         minimum: u8,

@@ -6,8 +6,8 @@
 //! 2. `request_filter`: request id, client address, path normalisation,
 //!    CORS preflight, route, token (and session check), then the route's
 //!    rate limit, which comes after authentication so it can count per
-//!    verified user. Every refusal is answered here and never reaches an
-//!    upstream.
+//!    verified user. Every refusal gets its response here and never reaches
+//!    an upstream.
 //! 3. `upstream_peer` / `fail_to_connect`: round-robin peer, skipping peers
 //!    that refused a connection.
 //! 4. `upstream_request_filter`: strip spoofed identity headers, set the
@@ -562,7 +562,7 @@ fn upstream_target(request: &RequestHeader, path: &str) -> Option<String> {
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host` for `client` and removes
 /// `Forwarded`. They replace what the request carried: only a trusted
 /// proxy's `X-Forwarded-For` and `-Proto` are believed, and `client` is
-/// what the first one said. `X-Forwarded-Host` is
+/// the result of reading the first. `X-Forwarded-Host` is
 /// always the request's `Host`, and `Forwarded` is not parsed, so a client
 /// can set neither.
 fn set_forwarding_headers(
