@@ -49,6 +49,7 @@ use crate::runtime::{Runtime, SharedRuntime};
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 // The names the proxy inserts on every request, as they go on the wire.
@@ -58,6 +59,7 @@ const REQUEST_ID_NAME: &str = "X-Request-Id";
 const X_FORWARDED_FOR_NAME: &str = "X-Forwarded-For";
 const X_FORWARDED_PROTO_NAME: &str = "X-Forwarded-Proto";
 const X_FORWARDED_HOST_NAME: &str = "X-Forwarded-Host";
+const X_REAL_IP_NAME: &str = "X-Real-IP";
 
 /// Maximum length of a client-sent request id that is kept, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -559,10 +561,10 @@ fn upstream_target(request: &RequestHeader, path: &str) -> Option<String> {
     })
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for `client` and removes
-/// `Forwarded`. They replace what the request carried: only a trusted
-/// proxy's `X-Forwarded-For` and `-Proto` are believed, and `client` is
-/// the result of reading the first. `X-Forwarded-Host` is
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host` and `X-Real-IP` for `client`
+/// and removes `Forwarded`. They replace what the request carried: only a
+/// trusted proxy's `X-Forwarded-For` and `-Proto` are believed, and
+/// `client` is the result of reading the first. `X-Forwarded-Host` is
 /// always the request's `Host`, and `Forwarded` is not parsed, so a client
 /// can set neither.
 fn set_forwarding_headers(
@@ -572,15 +574,15 @@ fn set_forwarding_headers(
 ) -> pingora::Result<()> {
     upstream_request.remove_header(&FORWARDED);
     match client {
-        Some(Client {
-            chain: Some(chain), ..
-        }) => upstream_request.insert_header(X_FORWARDED_FOR_NAME, chain.clone())?,
         Some(client) => {
-            upstream_request
-                .insert_header(X_FORWARDED_FOR_NAME, ip_header_value(client.address))?;
+            let address = ip_header_value(client.address);
+            let forwarded_for = client.chain.clone().unwrap_or_else(|| address.clone());
+            upstream_request.insert_header(X_FORWARDED_FOR_NAME, forwarded_for)?;
+            upstream_request.insert_header(X_REAL_IP_NAME, address)?;
         }
         None => {
             upstream_request.remove_header(&X_FORWARDED_FOR);
+            upstream_request.remove_header(&X_REAL_IP);
         }
     }
 

@@ -89,12 +89,13 @@ impl Echoed {
     }
 
     /// Returns every value of `X-Forwarded-For`, `X-Forwarded-Proto`,
-    /// `X-Forwarded-Host` and `Forwarded`, in that order.
-    pub fn forwarding_headers(&self) -> [Vec<String>; 4] {
+    /// `X-Forwarded-Host`, `X-Real-IP` and `Forwarded`, in that order.
+    pub fn forwarding_headers(&self) -> [Vec<String>; 5] {
         [
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",
+            "x-real-ip",
             "forwarded",
         ]
         .map(|name| self.header_values(name))

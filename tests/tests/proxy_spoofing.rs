@@ -179,6 +179,7 @@ async fn forwarding_headers_are_set_by_the_proxy() {
                 ("X-Forwarded-For", b"203.0.113.7"),
                 ("X-Forwarded-Proto", b"https"),
                 ("X-Forwarded-Host", b"evil.example.com"),
+                ("X-Real-IP", b"203.0.113.7"),
                 ("Forwarded", b"for=203.0.113.7;proto=https"),
             ],
         )
@@ -190,6 +191,7 @@ async fn forwarding_headers_are_set_by_the_proxy() {
             vec!["127.0.0.1".to_owned()],
             vec!["http".to_owned()],
             vec![stack.proxy.addr().to_string()],
+            vec!["127.0.0.1".to_owned()],
             vec![],
         ]
     );

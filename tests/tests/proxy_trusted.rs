@@ -77,11 +77,12 @@ fn config(jwks_url: &str, upstream: SocketAddr, trusted: Option<&str>) -> ProxyC
 }
 
 /// Headers a load balancer would pass on, plus a client's own claims.
-fn balancer_headers() -> [(&'static str, &'static [u8]); 4] {
+fn balancer_headers() -> [(&'static str, &'static [u8]); 5] {
     [
         ("X-Forwarded-For", b"192.0.2.66, 198.51.100.1"),
         ("X-Forwarded-Proto", b"https"),
         ("X-Forwarded-Host", b"evil.example.com"),
+        ("X-Real-IP", b"192.0.2.66"),
         ("Forwarded", b"for=192.0.2.66;proto=https"),
     ]
 }
@@ -106,6 +107,7 @@ async fn balancer_headers_name_the_client() {
             vec![format!("198.51.100.1, {BALANCER}")],
             vec!["https".to_owned()],
             vec![stack.proxy.addr().to_string()],
+            vec!["198.51.100.1".to_owned()],
             vec![],
         ]
     );
@@ -131,6 +133,7 @@ async fn untrusted_peer_headers_are_replaced() {
             vec![DIRECT.to_owned()],
             vec!["http".to_owned()],
             vec![stack.proxy.addr().to_string()],
+            vec![DIRECT.to_owned()],
             vec![],
         ]
     );
