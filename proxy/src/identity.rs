@@ -1,5 +1,6 @@
 //! The identity the proxy passes to the upstream, and the removal of every
-//! client-sent header that could pass for it.
+//! client-sent header that could pass for it or, spelled with `_`, for a
+//! forwarding header the proxy sets.
 //!
 //! Identity headers are matched case-insensitively with `_` read as `-`,
 //! because many upstream frameworks (CGI, WSGI, some Node and PHP stacks)
@@ -79,6 +80,17 @@ fn wire_name(name: &HeaderName) -> Bytes {
     Bytes::copy_from_slice(name.as_str().as_bytes())
 }
 
+/// The forwarding headers the proxy sets, in lower case. Their own
+/// spelling is replaced on every request, so only `_` spellings, which
+/// CGI-style upstreams read as the same variable, need removing.
+const FORWARDING_HEADERS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
 /// The header names that only the proxy may set.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -101,20 +113,29 @@ impl IdentityHeaders {
             .any(|identity| same_ignoring_underscore(name, identity.as_str()))
     }
 
-    /// Removes every header of `request` that matches an identity header.
+    /// Removes every header of `request` that matches an identity header,
+    /// and `_` spellings of the forwarding headers.
     pub fn strip(&self, request: &mut RequestHeader) {
         // Header maps cannot be changed while iterating over them; spoofing
         // attempts are rare, so the list is usually empty and never allocates.
         let spoofed: Vec<HeaderName> = request
             .headers
             .keys()
-            .filter(|name| self.matches(name.as_str()))
+            .filter(|name| self.matches(name.as_str()) || is_forwarding_alias(name.as_str()))
             .cloned()
             .collect();
         for name in spoofed {
             request.remove_header(&name);
         }
     }
+}
+
+/// Reports whether `name` is a forwarding header spelled with `_`.
+fn is_forwarding_alias(name: &str) -> bool {
+    name.contains('_')
+        && FORWARDING_HEADERS
+            .iter()
+            .any(|forwarding| same_ignoring_underscore(name, forwarding))
 }
 
 /// Compares two header names case-insensitively with `_` equal to `-`.
@@ -252,6 +273,9 @@ mod tests {
             ("X-User-Id", "a"),
             ("x_user_id", "b"),
             ("X-USER_EMAIL", "c"),
+            ("X_Forwarded_For", "d"),
+            ("x_real_ip", "e"),
+            ("x-forwarded-for", "set by the proxy later"),
             ("x-other", "keep"),
         ] {
             request.append_header(name, value).expect("valid header");
@@ -259,7 +283,8 @@ mod tests {
 
         identity.strip(&mut request);
 
-        let left: Vec<&str> = request.headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-other"]);
+        let mut left: Vec<&str> = request.headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-forwarded-for", "x-other"]);
     }
 }

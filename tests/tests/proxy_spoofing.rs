@@ -180,13 +180,15 @@ async fn forwarding_headers_are_set_by_the_proxy() {
                 ("X-Forwarded-Proto", b"https"),
                 ("X-Forwarded-Host", b"evil.example.com"),
                 ("X-Real-IP", b"203.0.113.7"),
+                ("X_Forwarded_For", b"203.0.113.7"),
                 ("Forwarded", b"for=203.0.113.7;proto=https"),
             ],
         )
         .await;
 
+    let echoed = response.echoed();
     assert_eq!(
-        response.echoed().forwarding_headers(),
+        echoed.forwarding_headers(),
         [
             vec!["127.0.0.1".to_owned()],
             vec!["http".to_owned()],
@@ -195,6 +197,7 @@ async fn forwarding_headers_are_set_by_the_proxy() {
             vec![],
         ]
     );
+    assert!(echoed.header_values("x_forwarded_for").is_empty());
 }
 
 #[tokio::test]
