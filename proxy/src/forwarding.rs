@@ -16,12 +16,30 @@
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderValue;
 use http::header::HeaderMap;
+use http::{HeaderName, HeaderValue};
 use ipnet::{IpNet, Ipv4Net};
 
-/// The `X-Forwarded-For` header, as a lower-case name for lookups.
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+/// `X-Forwarded-For`: the client, then each hop.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the host the client asked for.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Real-IP`: the client alone.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `Forwarded` (RFC 7239), which the proxy removes without reading it.
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Every forwarding header the proxy sets or removes on the upstream
+/// request.
+pub static FORWARDING_HEADERS: [&HeaderName; 5] = [
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &X_REAL_IP,
+    &FORWARDED,
+];
 
 /// Maximum number of `X-Forwarded-For` addresses read for one request.
 /// Real chains have a few hops. On a longer one, the last trusted hop read
@@ -128,7 +146,7 @@ impl TrustedProxies {
         // entry is decoded on its own: proxies append to the client's line,
         // and a byte the client put there must spoil only its own entry.
         let mut hops = vec![peer];
-        'walk: for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        'walk: for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
             for entry in value.as_bytes().rsplit(|byte| *byte == b',') {
                 let entry = entry.trim_ascii();
                 if entry.is_empty() {
@@ -232,7 +250,7 @@ fn chain_value(hops: &[IpAddr]) -> HeaderValue {
 /// else `http`.
 pub fn trusted_scheme(headers: &HeaderMap) -> &'static str {
     let last = headers
-        .get_all("x-forwarded-proto")
+        .get_all(&X_FORWARDED_PROTO)
         .iter()
         .next_back()
         .and_then(|value| {

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::auth::token::VerifiedToken;
 use crate::config::ClaimHeader;
+use crate::forwarding::FORWARDING_HEADERS;
 
 /// The verified user, as passed to the upstream.
 #[derive(Debug, Clone)]
@@ -80,17 +81,6 @@ fn wire_name(name: &HeaderName) -> Bytes {
     Bytes::copy_from_slice(name.as_str().as_bytes())
 }
 
-/// The forwarding headers the proxy sets, in lower case. Their own
-/// spelling is replaced on every request, so only `_` spellings, which
-/// CGI-style upstreams read as the same variable, need removing.
-const FORWARDING_HEADERS: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "forwarded",
-];
-
 /// The header names that only the proxy may set.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -130,12 +120,14 @@ impl IdentityHeaders {
     }
 }
 
-/// Reports whether `name` is a forwarding header spelled with `_`.
+/// Reports whether `name` is a forwarding header spelled with `_`. The
+/// `-` spellings are replaced on every request, so only these, which
+/// CGI-style upstreams read as the same variable, need removing.
 fn is_forwarding_alias(name: &str) -> bool {
     name.contains('_')
         && FORWARDING_HEADERS
             .iter()
-            .any(|forwarding| same_ignoring_underscore(name, forwarding))
+            .any(|forwarding| same_ignoring_underscore(name, forwarding.as_str()))
 }
 
 /// Compares two header names case-insensitively with `_` equal to `-`.

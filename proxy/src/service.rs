@@ -37,7 +37,9 @@ use crate::auth::token::Refusal;
 use crate::config::AuthMode;
 use crate::cors::{CorsRejection, preflight_parts};
 use crate::error::{Rejection, respond};
-use crate::forwarding::{Client, trusted_scheme};
+use crate::forwarding::{
+    Client, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_REAL_IP, trusted_scheme,
+};
 use crate::identity::Identity;
 use crate::logging;
 use crate::metrics::{self, InFlight};
@@ -47,10 +49,6 @@ use crate::runtime::{Runtime, SharedRuntime};
 
 /// Header carrying the request id to the upstream and back to the client.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 // The names the proxy inserts on every request, as they go on the wire.
 // Pingora stores each inserted name to keep its case. It stores a
