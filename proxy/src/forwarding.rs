@@ -10,8 +10,11 @@
 //! `X-Forwarded-For` entry that is not itself a trusted proxy, as with
 //! nginx's realip module and `real_ip_recursive on`. Entries left of the
 //! client were written by the client and are dropped. The trusted peer's
-//! `X-Forwarded-Proto` is kept. `X-Forwarded-Host` never is: many load
-//! balancers pass a client's value through unchanged.
+//! `X-Forwarded-Proto` is kept, and so are its other `X-Forwarded-*`
+//! headers, which the proxy removes when any other peer sends them.
+//! `X-Forwarded-Host` is never kept, nor are client address headers such
+//! as `True-Client-IP`: many load balancers pass a client's value through
+//! unchanged.
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +43,29 @@ pub static FORWARDING_HEADERS: [&HeaderName; 5] = [
     &X_REAL_IP,
     &FORWARDED,
 ];
+
+/// Headers, besides `X-Real-IP` and `X-Forwarded-For`, that frameworks
+/// and client-address libraries read as the client's address. Load
+/// balancers commonly pass a client's value on unchanged, so the proxy
+/// removes them from every peer's requests, trusted or not.
+pub static CLIENT_ADDRESS_HEADERS: [&str; 7] = [
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+];
+
+/// Every header starting with this describes the client's request as a
+/// proxy saw it (`X-Forwarded-Port`, `-Prefix`, `-Ssl`, ...). Only a
+/// trusted proxy may send the ones the proxy does not set itself.
+pub const FORWARDED_PREFIX: &str = "x-forwarded-";
+
+/// Headers outside `X-Forwarded-*` that frameworks read as the scheme the
+/// client used. Like those, only a trusted proxy may send them.
+pub static SCHEME_HEADERS: [&str; 2] = ["front-end-https", "x-url-scheme"];
 
 /// Maximum number of `X-Forwarded-For` addresses read for one request.
 /// Real chains have a few hops. On a longer one, the last trusted hop read

@@ -1,6 +1,6 @@
 //! The identity the proxy passes to the upstream, and the removal of every
-//! client-sent header that could pass for it or, spelled with `_`, for a
-//! forwarding header the proxy sets.
+//! client-sent header that could pass for it or for a forwarding header the
+//! client may not send.
 //!
 //! Identity headers are matched case-insensitively with `_` read as `-`,
 //! because many upstream frameworks (CGI, WSGI, some Node and PHP stacks)
@@ -16,7 +16,9 @@ use serde_json::Value;
 
 use crate::auth::token::VerifiedToken;
 use crate::config::ClaimHeader;
-use crate::forwarding::FORWARDING_HEADERS;
+use crate::forwarding::{
+    CLIENT_ADDRESS_HEADERS, FORWARDED_PREFIX, FORWARDING_HEADERS, SCHEME_HEADERS,
+};
 
 /// The verified user, as passed to the upstream.
 #[derive(Debug, Clone)]
@@ -104,14 +106,18 @@ impl IdentityHeaders {
     }
 
     /// Removes every header of `request` that matches an identity header,
-    /// and `_` spellings of the forwarding headers.
-    pub fn strip(&self, request: &mut RequestHeader) {
+    /// and every forwarding header the peer may not send (see
+    /// [`is_spoofable_forwarding`]).
+    pub fn strip(&self, request: &mut RequestHeader, via_trusted_proxy: bool) {
         // Header maps cannot be changed while iterating over them; spoofing
         // attempts are rare, so the list is usually empty and never allocates.
         let spoofed: Vec<HeaderName> = request
             .headers
             .keys()
-            .filter(|name| self.matches(name.as_str()) || is_forwarding_alias(name.as_str()))
+            .filter(|name| {
+                self.matches(name.as_str())
+                    || is_spoofable_forwarding(name.as_str(), via_trusted_proxy)
+            })
             .cloned()
             .collect();
         for name in spoofed {
@@ -120,14 +126,36 @@ impl IdentityHeaders {
     }
 }
 
-/// Reports whether `name` is a forwarding header spelled with `_`. The
-/// `-` spellings are replaced on every request, so only these, which
-/// CGI-style upstreams read as the same variable, need removing.
-fn is_forwarding_alias(name: &str) -> bool {
-    name.contains('_')
-        && FORWARDING_HEADERS
-            .iter()
-            .any(|forwarding| same_ignoring_underscore(name, forwarding.as_str()))
+/// Reports whether a forwarding header `name`, in lower case, must not
+/// reach the upstream:
+///
+/// - any spelling with `_` (`X_Forwarded_For`), which CGI-style upstreams
+///   read as the real header and a load balancer has no reason to send;
+/// - the client address headers other than the two the proxy sets, from
+///   any peer;
+/// - the other `X-Forwarded-*` and scheme headers, unless the peer is a
+///   trusted proxy. The ones the proxy sets are replaced later anyway.
+fn is_spoofable_forwarding(name: &str, via_trusted_proxy: bool) -> bool {
+    if name.contains('_') {
+        return starts_ignoring_underscore(name, FORWARDED_PREFIX)
+            || FORWARDING_HEADERS
+                .iter()
+                .any(|header| same_ignoring_underscore(name, header.as_str()))
+            || CLIENT_ADDRESS_HEADERS
+                .iter()
+                .chain(&SCHEME_HEADERS)
+                .any(|header| same_ignoring_underscore(name, header));
+    }
+    CLIENT_ADDRESS_HEADERS.contains(&name)
+        || (!via_trusted_proxy
+            && (name.starts_with(FORWARDED_PREFIX) || SCHEME_HEADERS.contains(&name)))
+}
+
+/// Reports whether `name` starts with `prefix`, compared like
+/// [`same_ignoring_underscore`].
+fn starts_ignoring_underscore(name: &str, prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|start| same_ignoring_underscore(start, prefix))
 }
 
 /// Compares two header names case-insensitively with `_` equal to `-`.
@@ -254,29 +282,79 @@ mod tests {
         }
     }
 
-    #[test]
-    fn strip_removes_every_variant() {
+    /// Sends `names` through `strip` and returns the names left, sorted.
+    fn left_after_strip(names: &[&str], via_trusted_proxy: bool) -> Vec<String> {
         let identity = IdentityHeaders::new(
             &HeaderName::from_static("x-user-id"),
             &[claim_header("email.address", "x-user-email")],
         );
         let mut request = RequestHeader::build("GET", b"/", None).expect("request");
-        for (name, value) in [
-            ("X-User-Id", "a"),
-            ("x_user_id", "b"),
-            ("X-USER_EMAIL", "c"),
-            ("X_Forwarded_For", "d"),
-            ("x_real_ip", "e"),
-            ("x-forwarded-for", "set by the proxy later"),
-            ("x-other", "keep"),
-        ] {
-            request.append_header(name, value).expect("valid header");
+        for name in names {
+            request
+                .append_header(name.to_string(), "v")
+                .expect("valid header");
         }
 
-        identity.strip(&mut request);
+        identity.strip(&mut request, via_trusted_proxy);
 
-        let mut left: Vec<&str> = request.headers.keys().map(HeaderName::as_str).collect();
+        let mut left: Vec<String> = request
+            .headers
+            .keys()
+            .map(|name| name.to_string())
+            .collect();
         left.sort_unstable();
-        assert_eq!(left, ["x-forwarded-for", "x-other"]);
+        left
+    }
+
+    #[test]
+    fn strip_removes_spellings_from_any_peer() {
+        let names = [
+            "X-User-Id",
+            "x_user_id",
+            "X-USER_EMAIL",
+            "X_Forwarded_For",
+            "x_real_ip",
+            "X_Forwarded_Port",
+            "True_Client_IP",
+            "front_end_https",
+            "True-Client-IP",
+            "CF-Connecting-IP",
+            "X-Forwarded",
+            "x-other",
+            "x-forwarded-for",
+            "x-forwarded-port",
+        ];
+
+        assert_eq!(
+            left_after_strip(&names, true),
+            ["x-forwarded-for", "x-forwarded-port", "x-other"]
+        );
+        assert_eq!(left_after_strip(&names, false), ["x-other"]);
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_describes_the_request() {
+        let names = [
+            "X-Forwarded-Proto",
+            "X-Forwarded-Port",
+            "X-Forwarded-Prefix",
+            "X-Forwarded-Ssl",
+            "X-Forwarded-Scheme",
+            "Front-End-Https",
+            "X-Url-Scheme",
+        ];
+        let mut expected: Vec<String> = names.iter().map(|name| name.to_lowercase()).collect();
+        expected.sort_unstable();
+
+        assert_eq!(left_after_strip(&names, true), expected);
+        assert!(left_after_strip(&names, false).is_empty());
+        // Names that only look alike stay.
+        let lookalikes = [
+            "x-forwardedx",
+            "x-forwarded-",
+            "x-forwarder-for",
+            "x-url-schemes",
+        ];
+        assert_eq!(left_after_strip(&lookalikes, false).len(), 3);
     }
 }

@@ -369,7 +369,10 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> pingora::Result<()> {
-        ctx.runtime.identity_headers.strip(upstream_request);
+        let via_trusted_proxy = ctx.client.as_ref().is_some_and(Client::via_trusted_proxy);
+        ctx.runtime
+            .identity_headers
+            .strip(upstream_request, via_trusted_proxy);
 
         set_forwarding_headers(
             upstream_request,

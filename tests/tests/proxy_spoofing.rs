@@ -182,6 +182,13 @@ async fn forwarding_headers_are_set_by_the_proxy() {
                 ("X-Real-IP", b"203.0.113.7"),
                 ("X_Forwarded_For", b"203.0.113.7"),
                 ("Forwarded", b"for=203.0.113.7;proto=https"),
+                ("X-Forwarded-Port", b"443"),
+                ("X-Forwarded-Prefix", b"/evil"),
+                ("X-Forwarded-Ssl", b"on"),
+                ("Front-End-Https", b"on"),
+                ("True-Client-IP", b"203.0.113.7"),
+                ("CF-Connecting-IP", b"203.0.113.7"),
+                ("x-forwarded-other", b"anything"),
             ],
         )
         .await;
@@ -197,7 +204,21 @@ async fn forwarding_headers_are_set_by_the_proxy() {
             vec![],
         ]
     );
-    assert!(echoed.header_values("x_forwarded_for").is_empty());
+    for name in [
+        "x_forwarded_for",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-ssl",
+        "front-end-https",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-forwarded-other",
+    ] {
+        assert!(
+            echoed.header_values(name).is_empty(),
+            "{name} reached the upstream"
+        );
+    }
 }
 
 #[tokio::test]

@@ -77,14 +77,32 @@ fn config(jwks_url: &str, upstream: SocketAddr, trusted: Option<&str>) -> ProxyC
 }
 
 /// Headers a load balancer would pass on, plus a client's own claims.
-fn balancer_headers() -> [(&'static str, &'static [u8]); 5] {
+fn balancer_headers() -> [(&'static str, &'static [u8]); 9] {
     [
         ("X-Forwarded-For", b"192.0.2.66, 198.51.100.1"),
         ("X-Forwarded-Proto", b"https"),
         ("X-Forwarded-Host", b"evil.example.com"),
         ("X-Real-IP", b"192.0.2.66"),
         ("Forwarded", b"for=192.0.2.66;proto=https"),
+        ("X-Forwarded-Port", b"443"),
+        ("X-Forwarded-Prefix", b"/app"),
+        ("True-Client-IP", b"192.0.2.66"),
+        ("X_Forwarded_Port", b"8443"),
     ]
+}
+
+/// Returns the values the upstream saw of the headers in `balancer_headers`
+/// that the proxy does not set: `X-Forwarded-Port`, `-Prefix`,
+/// `True-Client-IP` and `X_Forwarded_Port`.
+fn other_forwarding_headers(response: &RawResponse) -> [Vec<String>; 4] {
+    let echoed = response.echoed();
+    [
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "true-client-ip",
+        "x_forwarded_port",
+    ]
+    .map(|name| echoed.header_values(name))
 }
 
 #[tokio::test]
@@ -109,6 +127,17 @@ async fn balancer_headers_name_the_client() {
             vec![stack.proxy.addr().to_string()],
             vec!["198.51.100.1".to_owned()],
             vec![],
+        ]
+    );
+    // The balancer's description of the request passes; client addresses
+    // other than the proxy's and `_` spellings never do.
+    assert_eq!(
+        other_forwarding_headers(&response),
+        [
+            vec!["443".to_owned()],
+            vec!["/app".to_owned()],
+            vec![],
+            vec![]
         ]
     );
     stack.assert_logged("client=198.51.100.1 ").await;
@@ -136,6 +165,13 @@ async fn untrusted_peer_headers_are_replaced() {
             vec![DIRECT.to_owned()],
             vec![],
         ]
+    );
+    assert!(
+        other_forwarding_headers(&response)
+            .iter()
+            .all(Vec::is_empty),
+        "{:?}",
+        other_forwarding_headers(&response)
     );
     stack.assert_logged(&format!("client={DIRECT} ")).await;
 }
