@@ -463,11 +463,8 @@ impl ProxyHttp for EdgeProxy {
         let duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
         // Requests Pingora refuses before `request_filter` have no client
         // worked out yet.
-        let client = ctx
-            .client
-            .as_ref()
-            .map(|client| client.address)
-            .or_else(|| peer_ip(session));
+        let peer = peer_ip(session);
+        let client = ctx.client.as_ref().map(|client| client.address).or(peer);
 
         ctx.runtime.route_metrics.record_request(
             ctx.route,
@@ -483,6 +480,7 @@ impl ProxyHttp for EdgeProxy {
             target: logging::ACCESS_TARGET,
             request_id = ctx.request_id.to_str().unwrap_or("-"),
             client = %OrDash(client),
+            peer = %OrDash(peer),
             method = request.method.as_str(),
             path = request.uri.path(),
             status,

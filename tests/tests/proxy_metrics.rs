@@ -124,7 +124,7 @@ async fn text_access_log_is_the_default() {
         "not a text line: {line}"
     );
     assert!(line.contains("edge_proxy::access"), "{line}");
-    assert!(line.contains("client=127.0.0.1 "), "{line}");
+    assert!(line.contains("client=127.0.0.1 peer=127.0.0.1 "), "{line}");
     assert!(line.contains("status=200"), "{line}");
     assert!(line.contains("route=\"/public\""), "{line}");
 }
@@ -263,6 +263,7 @@ async fn json_logs_share_request_id() {
         );
         let proxy_line = access_line(&proxy.log(), request_id).expect("checked above");
         assert_eq!(proxy_line["client"], "127.0.0.1");
+        assert_eq!(proxy_line["peer"], "127.0.0.1");
         assert_eq!(proxy_line["status"], 200);
         assert_eq!(proxy_line["route"], "/api");
         assert_eq!(proxy_line["user"], USER);

@@ -140,7 +140,9 @@ async fn balancer_headers_name_the_client() {
             vec![]
         ]
     );
-    stack.assert_logged("client=198.51.100.1 ").await;
+    stack
+        .assert_logged(&format!("client=198.51.100.1 peer={BALANCER} "))
+        .await;
 }
 
 #[tokio::test]
@@ -173,7 +175,9 @@ async fn untrusted_peer_headers_are_replaced() {
         "{:?}",
         other_forwarding_headers(&response)
     );
-    stack.assert_logged(&format!("client={DIRECT} ")).await;
+    stack
+        .assert_logged(&format!("client={DIRECT} peer={DIRECT} "))
+        .await;
 }
 
 #[tokio::test]
