@@ -2,6 +2,10 @@
 //! the method, the request target (path and query exactly as received) and
 //! every header, so tests can see what the proxy forwarded.
 //!
+//! A request with `Upgrade` gets `101 Switching Protocols`. The upgraded
+//! connection carries the same report as one JSON line, then echoes every
+//! byte it receives, which is enough to see a WebSocket tunnel work.
+//!
 //! A silent mode accepts requests and never answers, for timeout tests; a
 //! delay holds every answer back for a set time, for slow requests. It
 //! listens on 127.0.0.1 and stops when dropped.
@@ -12,9 +16,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::header::{CONNECTION, UPGRADE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
 use crate::process::bind_loopback;
@@ -217,11 +226,39 @@ async fn echo(State(state): State<Arc<EchoState>>, request: Request) -> Response
         || request.uri().path().to_owned(),
         |pq| pq.as_str().to_owned(),
     );
-    axum::Json(json!({
+    let report = json!({
         "server": state.name,
         "method": request.method().as_str(),
         "target": target,
         "headers": headers,
-    }))
-    .into_response()
+    });
+    match request.headers().get(UPGRADE).cloned() {
+        Some(protocol) => switch_protocols(request, protocol, report),
+        None => axum::Json(report).into_response(),
+    }
+}
+
+/// Responds to an upgrade request with 101, then writes `report` as one JSON
+/// line on the upgraded connection and echoes what follows.
+fn switch_protocols(mut request: Request, protocol: HeaderValue, report: Value) -> Response {
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut stream = TokioIo::new(upgraded);
+        let mut line = report.to_string().into_bytes();
+        line.push(b'\n');
+        if stream.write_all(&line).await.is_err() {
+            return;
+        }
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(UPGRADE, protocol)
+        .header(CONNECTION, "upgrade")
+        .body(Body::empty())
+        .expect("a valid 101 response")
 }
