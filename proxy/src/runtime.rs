@@ -30,6 +30,8 @@ pub struct Runtime {
     pub identity_headers: IdentityHeaders,
     /// Cookie read when no `Authorization` header is sent.
     pub cookie_name: String,
+    /// Whether the upstream gets the token on routes that read it.
+    pub forward_token: bool,
     /// Peers whose forwarding headers name the client.
     pub trusted_proxies: TrustedProxies,
 }
@@ -55,6 +57,7 @@ impl Runtime {
                 &config.auth.claim_headers,
             ),
             cookie_name: config.auth.cookie_name.clone(),
+            forward_token: config.auth.forward_token,
             trusted_proxies: config.trusted_proxies.clone(),
         }
     }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use http::header::{ALLOW, HOST, ORIGIN};
+use http::header::{ALLOW, AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
@@ -32,7 +32,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::auth::AuthError;
-use crate::auth::extract::{Extracted, TokenSource, extract};
+use crate::auth::extract::{Extracted, TokenSource, extract, without_cookie};
 use crate::auth::token::Refusal;
 use crate::config::AuthMode;
 use crate::cors::{CorsRejection, preflight_parts};
@@ -58,6 +58,8 @@ const X_FORWARDED_FOR_NAME: &str = "X-Forwarded-For";
 const X_FORWARDED_PROTO_NAME: &str = "X-Forwarded-Proto";
 const X_FORWARDED_HOST_NAME: &str = "X-Forwarded-Host";
 const X_REAL_IP_NAME: &str = "X-Real-IP";
+/// `Cookie`, for the headers rebuilt without the session cookie.
+const COOKIE_NAME: &str = "Cookie";
 
 /// Maximum length of a client-sent request id that is kept, in bytes.
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -373,6 +375,12 @@ impl ProxyHttp for EdgeProxy {
         ctx.runtime
             .identity_headers
             .strip(upstream_request, via_trusted_proxy);
+        let reads_tokens = ctx
+            .route
+            .is_some_and(|index| ctx.runtime.router.get(index).config.auth != AuthMode::None);
+        if reads_tokens && !ctx.runtime.forward_token {
+            remove_token(upstream_request, ctx.token_source, &ctx.runtime.cookie_name)?;
+        }
 
         set_forwarding_headers(
             upstream_request,
@@ -596,6 +604,48 @@ fn set_forwarding_headers(
         Some(host) => upstream_request.insert_header(X_FORWARDED_HOST_NAME, host.clone())?,
         None => {
             upstream_request.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+    Ok(())
+}
+
+/// Removes the credentials a token-reading route takes from the upstream
+/// request: the `Authorization` header when the token came from it, and
+/// every session cookie, read or not. An `Authorization` header with
+/// another scheme than Bearer belongs to the upstream and stays.
+fn remove_token(
+    upstream_request: &mut RequestHeader,
+    token_source: Option<TokenSource>,
+    cookie_name: &str,
+) -> pingora::Result<()> {
+    if token_source == Some(TokenSource::Header) {
+        upstream_request.remove_header(&AUTHORIZATION);
+    }
+    if !upstream_request.headers.contains_key(COOKIE) {
+        return Ok(());
+    }
+
+    let mut changed = false;
+    let remaining: Vec<HeaderValue> = upstream_request
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| {
+            let Some(rest) = without_cookie(value.as_bytes(), cookie_name.as_bytes()) else {
+                return Some(value.clone());
+            };
+            changed = true;
+            // The rest is the header's own bytes joined by "; ", so it is
+            // a valid value whenever it is not empty.
+            HeaderValue::from_bytes(&rest)
+                .ok()
+                .filter(|_| !rest.is_empty())
+        })
+        .collect();
+    if changed {
+        upstream_request.remove_header(&COOKIE);
+        for value in remaining {
+            upstream_request.append_header(COOKIE_NAME, value)?;
         }
     }
     Ok(())

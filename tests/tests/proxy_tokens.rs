@@ -101,6 +101,8 @@ async fn bearer_token_passes_with_identity() {
         echoed.header("x-user-email").as_deref(),
         Some("ada@example.com")
     );
+    // The upstream gets the identity, not the credential.
+    assert_eq!(echoed.header("authorization"), None);
 }
 
 #[tokio::test]
@@ -155,6 +157,78 @@ async fn cookie_only_passes() {
 
     let echoed = echoed(response).await;
     assert_eq!(echoed.header("x-user-id").as_deref(), Some(USER));
+    assert_eq!(echoed.header_values("cookie"), ["theme=dark"]);
+}
+
+#[tokio::test]
+async fn session_cookie_removed_from_every_header() {
+    let stack = ProxyStack::start().await;
+    let token = stack.valid_token(USER);
+    let second = format!("hanko={token}; b=2; hanko=other");
+
+    let response = stack
+        .proxy
+        .raw_get(
+            "/api/x",
+            &[("Cookie", b"a=1"), ("Cookie", second.as_bytes())],
+        )
+        .await;
+    let only_session = stack
+        .get_with_headers("/api/x", &[("cookie", format!("hanko={token}").as_str())])
+        .await;
+
+    let echoed_both = response.echoed();
+    assert_eq!(echoed_both.header("x-user-id").as_deref(), Some(USER));
+    assert_eq!(echoed_both.header_values("cookie"), ["a=1", "b=2"]);
+    assert!(
+        echoed(only_session)
+            .await
+            .header_values("cookie")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn basic_header_stays_cookie_goes() {
+    let stack = ProxyStack::start().await;
+    let cookie = format!("hanko={}; a=1", stack.valid_token(USER));
+
+    // A Basic header hides the cookie, so the request is anonymous; the
+    // session cookie is still a credential the upstream has no use for.
+    let response = stack
+        .get_with_headers(
+            "/optional/x",
+            &[("authorization", "Basic dXNlcjpwYXNz"), ("cookie", &cookie)],
+        )
+        .await;
+
+    let echoed = echoed(response).await;
+    assert_eq!(echoed.header("x-user-id"), None);
+    assert_eq!(
+        echoed.header("authorization").as_deref(),
+        Some("Basic dXNlcjpwYXNz")
+    );
+    assert_eq!(echoed.header_values("cookie"), ["a=1"]);
+}
+
+#[tokio::test]
+async fn forward_token_passes_credentials_on() {
+    let stack = ProxyStack::start_with(|config| config.auth("forward_token = true")).await;
+    let token = stack.valid_token(USER);
+    let bearer = format!("Bearer {token}");
+    let cookie = format!("theme=dark; hanko={token}");
+
+    let by_header = echoed(stack.get_with_token("/api/x", &token).await).await;
+    let by_cookie = echoed(
+        stack
+            .get_with_headers("/api/x", &[("cookie", cookie.as_str())])
+            .await,
+    )
+    .await;
+
+    assert_eq!(by_header.header("authorization"), Some(bearer));
+    assert_eq!(by_cookie.header_values("cookie"), [cookie]);
+    assert_eq!(by_cookie.header("x-user-id").as_deref(), Some(USER));
 }
 
 #[tokio::test]
@@ -404,7 +478,13 @@ async fn none_route_ignores_tokens() {
     let stack = ProxyStack::start().await;
 
     let response = stack
-        .get_with_headers("/public/x", &[("authorization", "Bearer garbage")])
+        .get_with_headers(
+            "/public/x",
+            &[
+                ("authorization", "Bearer garbage"),
+                ("cookie", "hanko=garbage; a=1"),
+            ],
+        )
         .await;
 
     let echoed = echoed(response).await;
@@ -413,6 +493,7 @@ async fn none_route_ignores_tokens() {
         echoed.header("authorization").as_deref(),
         Some("Bearer garbage")
     );
+    assert_eq!(echoed.header_values("cookie"), ["hanko=garbage; a=1"]);
 }
 
 #[tokio::test]

@@ -89,19 +89,46 @@ fn from_authorization(value: &[u8]) -> Extracted<'_> {
 /// header, without surrounding double quotes (RFC 6265 section 4.2.1).
 fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|byte| *byte == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let equals = pair.iter().position(|byte| *byte == b'=')?;
-        let (cookie_name, value) = (&pair[..equals], &pair[equals + 1..]);
-        if cookie_name.trim_ascii() != name {
+        let (cookie_name, value) = split_cookie(pair)?;
+        if cookie_name != name {
             return None;
         }
-        let value = value.trim_ascii();
         let value = value
             .strip_prefix(b"\"")
             .and_then(|inner| inner.strip_suffix(b"\""))
             .unwrap_or(value);
         Some(value)
     })
+}
+
+/// Returns one `Cookie` header without the cookies called `name`, or `None`
+/// when it has none. The other cookies keep their order and bytes, joined
+/// by `; `; the result is empty when no other cookie was sent.
+pub fn without_cookie(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+    let is_named =
+        |pair: &[u8]| split_cookie(pair).is_some_and(|(cookie_name, _)| cookie_name == name);
+    if !header.split(|byte| *byte == b';').any(is_named) {
+        return None;
+    }
+    let mut remaining = Vec::with_capacity(header.len());
+    for pair in header.split(|byte| *byte == b';') {
+        let pair = pair.trim_ascii();
+        if pair.is_empty() || is_named(pair) {
+            continue;
+        }
+        if !remaining.is_empty() {
+            remaining.extend_from_slice(b"; ");
+        }
+        remaining.extend_from_slice(pair);
+    }
+    Some(remaining)
+}
+
+/// Splits one `name=value` pair of a `Cookie` header, both parts trimmed.
+fn split_cookie(pair: &[u8]) -> Option<(&[u8], &[u8])> {
+    let pair = pair.trim_ascii();
+    let equals = pair.iter().position(|byte| *byte == b'=')?;
+    Some((pair[..equals].trim_ascii(), pair[equals + 1..].trim_ascii()))
 }
 
 #[cfg(test)]
@@ -251,5 +278,26 @@ mod tests {
     #[test]
     fn nothing_means_none() {
         assert_eq!(extract(&HeaderMap::new(), "hanko"), Extracted::None);
+    }
+
+    #[test]
+    fn without_cookie_keeps_the_others() {
+        let cases: [(&[u8], Option<&[u8]>); 7] = [
+            (b"a=1; hanko=tok; b=2", Some(b"a=1; b=2")),
+            (b"hanko=tok", Some(b"")),
+            (b"hanko=one;hanko=two ; b=\"x y\"", Some(b"b=\"x y\"")),
+            (b" hanko = tok ;a=1", Some(b"a=1")),
+            (b"a=1; b=2", None),
+            (b"hankoo=tok; xhanko=tok; Hanko=tok", None),
+            (b"a=hanko; flag", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                without_cookie(header, b"hanko").as_deref(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
     }
 }

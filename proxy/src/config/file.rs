@@ -82,6 +82,10 @@ pub struct AuthFile {
     /// Cookie read when no `Authorization` header is sent.
     #[serde(default = "default_cookie_name")]
     pub cookie_name: String,
+    /// Whether the upstream gets the token: the Bearer `Authorization`
+    /// header and the session cookie.
+    #[serde(default)]
+    pub forward_token: bool,
     /// Largest token accepted, in bytes.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,

@@ -63,6 +63,8 @@ pub struct AuthConfig {
     pub policy: TokenPolicy,
     /// Cookie read when no `Authorization` header is sent.
     pub cookie_name: String,
+    /// Whether the upstream gets the token on routes that read it.
+    pub forward_token: bool,
     /// Header that carries the verified `sub`.
     pub user_id_header: HeaderName,
     /// Extra headers filled from claims.

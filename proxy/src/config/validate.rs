@@ -462,6 +462,7 @@ fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> 
             max_token_bytes: file.max_token_bytes,
         },
         cookie_name: file.cookie_name,
+        forward_token: file.forward_token,
         user_id_header: user_id_header?,
         claim_headers,
         jwks: JwksSettings {
@@ -1054,6 +1055,7 @@ mod tests {
             [jsonwebtoken::Algorithm::RS256]
         );
         assert_eq!(config.auth.cookie_name, "hanko");
+        assert!(!config.auth.forward_token);
         assert_eq!(config.auth.user_id_header.as_str(), "x-user-id");
         assert!(config.auth.token_cache.is_some());
         assert_eq!(config.routes[0].path_prefix, "/api");
