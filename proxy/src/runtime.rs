@@ -34,6 +34,8 @@ pub struct Runtime {
     pub forward_token: bool,
     /// Peers whose forwarding headers name the client.
     pub trusted_proxies: TrustedProxies,
+    /// Idle time allowed on a client's keep-alive connection, in seconds.
+    pub keepalive_timeout_seconds: u64,
 }
 
 /// The runtime as shared between the proxy, the admin listener and the key
@@ -59,6 +61,7 @@ impl Runtime {
             cookie_name: config.auth.cookie_name.clone(),
             forward_token: config.auth.forward_token,
             trusted_proxies: config.trusted_proxies.clone(),
+            keepalive_timeout_seconds: config.keepalive_timeout.as_secs(),
         }
     }
 }

@@ -299,6 +299,13 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestContext,
     ) -> pingora::Result<bool> {
         ctx.request_id = self.request_ids.keep_or_create(session.req_header());
+        // Once it has read a request, Pingora keeps an HTTP/1.1 connection
+        // open without a time limit, so an idle client would hold memory
+        // and a file descriptor forever. Connections it will close stay
+        // closed.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(ctx.runtime.keepalive_timeout_seconds));
+        }
         ctx.client = peer_ip(session).map(|peer| {
             ctx.runtime
                 .trusted_proxies

@@ -45,6 +45,10 @@ pub struct ProxyFile {
     /// bounds blocking work.
     #[serde(default = "default_shutdown_timeout_seconds")]
     pub shutdown_timeout_seconds: u64,
+    /// Seconds a client's keep-alive connection may stay idle between two
+    /// requests.
+    #[serde(default = "default_keepalive_timeout_seconds")]
+    pub keepalive_timeout_seconds: u64,
     /// Unix socket for handing listeners to a new process on upgrade.
     pub upgrade_socket: Option<String>,
     /// Idle upstream connections kept for reuse, over all upstreams.
@@ -284,6 +288,10 @@ fn default_grace_period_seconds() -> u64 {
 
 fn default_shutdown_timeout_seconds() -> u64 {
     5
+}
+
+fn default_keepalive_timeout_seconds() -> u64 {
+    75
 }
 
 fn default_upstream_keepalive_pool_size() -> usize {

@@ -40,6 +40,9 @@ pub struct Config {
     /// How long Pingora waits for its runtimes to stop after the grace
     /// period.
     pub shutdown_timeout: Duration,
+    /// How long a client's keep-alive connection may stay idle between two
+    /// requests.
+    pub keepalive_timeout: Duration,
     /// Unix socket used to hand listeners to a new process on upgrade.
     pub upgrade_socket: PathBuf,
     /// Idle upstream connections kept for reuse.

@@ -48,6 +48,8 @@ const SESSION_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=60_000;
 const REQUESTS_PER_SECOND_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
 /// Burst sizes accepted, in requests.
 const BURST_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
+/// Client keep-alive idle times accepted, in seconds.
+const KEEPALIVE_TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 /// Headers the proxy itself manages, which a claim mapping may not replace.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -179,6 +181,18 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
         None => default_upgrade_socket(admin_listen),
     };
 
+    if !KEEPALIVE_TIMEOUT_SECONDS_RANGE.contains(&file.keepalive_timeout_seconds) {
+        problems.add(
+            "proxy.keepalive_timeout_seconds",
+            file.keepalive_timeout_seconds,
+            format!(
+                "must be between {} and {}",
+                KEEPALIVE_TIMEOUT_SECONDS_RANGE.start(),
+                KEEPALIVE_TIMEOUT_SECONDS_RANGE.end()
+            ),
+        );
+    }
+
     if file.upstream_keepalive_pool_size == 0 {
         problems.add(
             "proxy.upstream_keepalive_pool_size",
@@ -228,6 +242,7 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
         worker_threads,
         grace_period: Duration::from_secs(file.grace_period_seconds),
         shutdown_timeout: Duration::from_secs(file.shutdown_timeout_seconds),
+        keepalive_timeout: Duration::from_secs(file.keepalive_timeout_seconds),
         upgrade_socket,
         upstream_keepalive_pool_size: file.upstream_keepalive_pool_size,
         trusted_proxies,
@@ -1056,6 +1071,7 @@ mod tests {
         );
         assert_eq!(config.auth.cookie_name, "hanko");
         assert!(!config.auth.forward_token);
+        assert_eq!(config.keepalive_timeout, std::time::Duration::from_secs(75));
         assert_eq!(config.auth.user_id_header.as_str(), "x-user-id");
         assert!(config.auth.token_cache.is_some());
         assert_eq!(config.routes[0].path_prefix, "/api");
@@ -1160,6 +1176,12 @@ mod tests {
                 "[proxy]",
                 "[proxy]\ntrusted_proxies = [\"10.1.2.3/8\"]",
                 "write 10.0.0.0/8 for the network or 10.1.2.3 for one address",
+            ),
+            (
+                "keep-alive timeout of zero is rejected",
+                "[proxy]",
+                "[proxy]\nkeepalive_timeout_seconds = 0",
+                "proxy.keepalive_timeout_seconds = 0: must be between 1 and 3600",
             ),
             (
                 "admin on proxy address is rejected",
