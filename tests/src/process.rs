@@ -2,11 +2,13 @@
 //! their output captured to files, waiting until they are healthy, and
 //! stopping them by PID.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a binary may take to become healthy before the test fails.
@@ -15,16 +17,30 @@ pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 /// How many bytes of a child's log a failure message shows.
 const LOG_TAIL_BYTES: u64 = 8 * 1024;
 
-/// Returns a loopback address with a port that was free a moment ago.
+/// Returns a loopback address with a port that was free a moment ago and
+/// that this test process has not handed out before.
 ///
 /// The port is released before returning, so another process could take it
 /// in between; tests accept that small race because Pingora offers no way to
-/// read back a port chosen by the kernel.
+/// read back a port chosen by the kernel. Within one test binary, though,
+/// tests run in parallel, and the kernel may pick a port just released by
+/// another test that has not started its server yet. Two proxies would then
+/// be given one port; the second cannot listen, and its test would talk to
+/// the first one's proxy, with other keys and routes.
 pub fn free_loopback_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 must work");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 must work");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 /// Binds a listener for an in-process stand-in to a free loopback port and

@@ -376,7 +376,7 @@ async fn missing_expired_and_wrong_audience_tokens_get_401() {
         assert_eq!(body["status"], 401, "{case}: {body}");
     }
 
-    let (status, _) = stack
+    let (status, body) = stack
         .send(
             Method::GET,
             &stack.items_url(),
@@ -384,7 +384,11 @@ async fn missing_expired_and_wrong_audience_tokens_get_401() {
             None,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "the same user with a valid token");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the same user with a valid token: {body}"
+    );
 }
 
 #[tokio::test]
