@@ -6,6 +6,7 @@
 //! here listens on anything but 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod connection;
 pub mod echo;
 pub mod edge_proxy;
 pub mod hanko;

@@ -6,22 +6,17 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hanko_edge_tests::connection::{RawConnection, ResponseHead};
 use hanko_edge_tests::echo::{EchoServer, Echoed};
 use hanko_edge_tests::edge_proxy::ProxyStack;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 
 const USER: &str = "c1a7e9d2-4b3f-4e8a-a1b2-c3d4e5f60718";
 const SPOOFED: &str = "00000000-0000-0000-0000-00000000dead";
-/// How long one read on the connection may take.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client connection that sent a WebSocket handshake.
 struct Handshake {
-    stream: BufReader<TcpStream>,
-    /// The response head, status line first.
-    head: String,
+    connection: RawConnection,
+    head: ResponseHead,
 }
 
 impl Handshake {
@@ -38,75 +33,17 @@ impl Handshake {
         }
         request.push_str("\r\n");
 
-        let mut stream = TcpStream::connect(proxy)
-            .await
-            .expect("the proxy accepts connections");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("the handshake is sent");
-        let mut handshake = Handshake {
-            stream: BufReader::new(stream),
-            head: String::new(),
-        };
-        loop {
-            let line = handshake.read_line().await;
-            if line.is_empty() || line == "\r\n" {
-                break;
-            }
-            handshake.head.push_str(&line);
-        }
-        handshake
-    }
-
-    /// Returns the response status code.
-    fn status(&self) -> u16 {
-        self.head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {:?}", self.head))
-    }
-
-    /// Reads one line, with its line end; empty at the end of the stream.
-    async fn read_line(&mut self) -> String {
-        let mut line = String::new();
-        timeout(READ_TIMEOUT, self.stream.read_line(&mut line))
-            .await
-            .expect("the proxy answers in time")
-            .expect("reading from the proxy works");
-        line
-    }
-
-    /// Reads the response body that `Content-Length` announces.
-    async fn read_body(&mut self) -> String {
-        let length: usize = self
-            .head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no Content-Length in {:?}", self.head));
-        let mut body = vec![0; length];
-        timeout(READ_TIMEOUT, self.stream.read_exact(&mut body))
-            .await
-            .expect("the proxy sends the body in time")
-            .expect("reading the body works");
-        String::from_utf8_lossy(&body).into_owned()
+        let mut connection = RawConnection::open(proxy).await;
+        connection.send(request.as_bytes()).await;
+        let head = connection.read_head().await;
+        Handshake { connection, head }
     }
 
     /// Sends `text` and a line end through the tunnel and returns the line
     /// that comes back.
     async fn echo(&mut self, text: &str) -> String {
-        let line = format!("{text}\n");
-        self.stream
-            .get_mut()
-            .write_all(line.as_bytes())
-            .await
-            .expect("writing to the tunnel works");
-        self.read_line().await.trim_end().to_owned()
+        self.connection.send(format!("{text}\n").as_bytes()).await;
+        self.connection.read_line().await.trim_end().to_owned()
     }
 }
 
@@ -122,17 +59,10 @@ async fn cookie_handshake_tunnels_with_identity() {
     )
     .await;
 
-    assert_eq!(handshake.status(), 101, "{}", handshake.head);
-    assert!(
-        handshake
-            .head
-            .to_ascii_lowercase()
-            .contains("upgrade: websocket"),
-        "{}",
-        handshake.head
-    );
+    assert_eq!(handshake.head.status, 101, "{}", handshake.head.text);
+    assert_eq!(handshake.head.header("upgrade"), Some("websocket"));
     // The upstream's first line is its report of the handshake it got.
-    let report = Echoed::from_body(handshake.read_line().await.as_bytes());
+    let report = Echoed::from_body(handshake.connection.read_line().await.as_bytes());
     assert_eq!(report.header_values("x-user-id"), [USER]);
     assert_eq!(report.header_values("upgrade"), ["websocket"]);
     assert_eq!(report.target(), "/api/socket");
@@ -153,11 +83,12 @@ async fn handshake_without_token_is_refused() {
     )
     .await;
 
-    assert_eq!(refused.status(), 401, "{}", refused.head);
-    assert_eq!(malformed.status(), 401, "{}", malformed.head);
+    assert_eq!(refused.head.status, 401, "{}", refused.head.text);
+    assert_eq!(malformed.head.status, 401, "{}", malformed.head.text);
     assert_eq!(stack.upstream.request_count(), 0);
     // The refusal is a problem body, not a tunnel.
-    let body = refused.read_body().await;
+    let body = refused.connection.read_body(&refused.head).await;
+    let body = String::from_utf8_lossy(&body);
     assert!(body.contains("\"status\":401"), "{body}");
 }
 
@@ -174,12 +105,12 @@ async fn idle_tunnel_closes_after_read_timeout() {
     .await;
 
     let mut handshake = Handshake::send(stack.proxy.addr(), "/idle/socket", &[]).await;
-    assert_eq!(handshake.status(), 101, "{}", handshake.head);
-    Echoed::from_body(handshake.read_line().await.as_bytes());
+    assert_eq!(handshake.head.status, 101, "{}", handshake.head.text);
+    Echoed::from_body(handshake.connection.read_line().await.as_bytes());
     assert_eq!(handshake.echo("while busy").await, "while busy");
 
     // Nothing flows for longer than the timeout, so the proxy closes the
     // tunnel and the next read ends the stream.
     tokio::time::sleep(Duration::from_millis(900)).await;
-    assert_eq!(handshake.read_line().await, "");
+    assert_eq!(handshake.connection.read_line().await, "");
 }

@@ -1,0 +1,145 @@
+//! A raw HTTP/1.1 client connection, for tests that need more control than
+//! reqwest gives: several requests on one connection, an upgrade to another
+//! protocol, or watching the server close the connection. Every read is
+//! bounded by [`READ_TIMEOUT`].
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Maximum wait for one read, or for the server to close the connection.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An open connection to a server under test.
+pub struct RawConnection {
+    stream: BufReader<TcpStream>,
+}
+
+/// The status line and header lines of one response.
+#[derive(Debug, Clone)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: u16,
+    /// The head as received, status line first, without the blank line.
+    pub text: String,
+}
+
+impl ResponseHead {
+    /// Returns the value of the first header called `name`
+    /// (case-insensitive), trimmed.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.text.lines().skip(1).find_map(|line| {
+            let (header, value) = line.split_once(':')?;
+            header.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+impl RawConnection {
+    /// Connects to `addr`.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the connection is refused.
+    pub async fn open(addr: SocketAddr) -> RawConnection {
+        let stream = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|error| panic!("connecting to {addr} failed: {error}"));
+        RawConnection {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// Writes `bytes` to the connection.
+    ///
+    /// # Panics
+    ///
+    /// Panics when writing fails.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .expect("writing to the connection works");
+    }
+
+    /// Reads one line with its line end; empty at the end of the stream.
+    ///
+    /// # Panics
+    ///
+    /// Panics when nothing arrives within [`READ_TIMEOUT`].
+    pub async fn read_line(&mut self) -> String {
+        let mut line = String::new();
+        timeout(READ_TIMEOUT, self.stream.read_line(&mut line))
+            .await
+            .expect("the server answers in time")
+            .expect("reading from the connection works");
+        line
+    }
+
+    /// Reads a response head.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the server closes the connection or sends no status
+    /// line.
+    pub async fn read_head(&mut self) -> ResponseHead {
+        let mut text = String::new();
+        loop {
+            let line = self.read_line().await;
+            assert!(
+                !line.is_empty(),
+                "the server closed the connection: {text:?}"
+            );
+            if line == "\r\n" {
+                break;
+            }
+            text.push_str(&line);
+        }
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"));
+        ResponseHead { status, text }
+    }
+
+    /// Reads the body that `head`'s `Content-Length` announces (none
+    /// without one).
+    ///
+    /// # Panics
+    ///
+    /// Panics when the body does not arrive in time.
+    pub async fn read_body(&mut self, head: &ResponseHead) -> Vec<u8> {
+        let length = head
+            .header("content-length")
+            .map_or(0, |value| value.parse().expect("a numeric Content-Length"));
+        let mut body = vec![0; length];
+        timeout(READ_TIMEOUT, self.stream.read_exact(&mut body))
+            .await
+            .expect("the body arrives in time")
+            .expect("reading the body works");
+        body
+    }
+
+    /// Waits until the server closes the connection and returns how long
+    /// that took.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the server sends bytes or keeps the connection open
+    /// longer than [`READ_TIMEOUT`].
+    pub async fn time_until_closed(&mut self) -> Duration {
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        timeout(READ_TIMEOUT, self.stream.read_to_end(&mut rest))
+            .await
+            .expect("the server closes the connection in time")
+            .expect("reading until the end works");
+        assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
+        started.elapsed()
+    }
+}
