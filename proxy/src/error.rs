@@ -6,6 +6,11 @@
 //! `detail`) whether the request was refused before the upstream or the
 //! upstream failed. Bodies never carry internal error text. The access log
 //! records the reason.
+//!
+//! NOTE: a request whose head Pingora 0.9 cannot parse (a malformed request
+//! line, too many headers, two `Content-Length` values) gets Pingora's own
+//! `400` with an empty body and no access event: Pingora answers it before
+//! any hook of the proxy runs.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
