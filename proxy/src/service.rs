@@ -3,14 +3,15 @@
 //!
 //! 1. `new_ctx`: load the runtime once, start the clock, count the request
 //!    as in flight until its context is dropped.
-//! 2. `request_filter`: request id, client address, path normalisation,
-//!    CORS preflight, route, token (and session check), then the route's
-//!    rate limit, which comes after authentication so it can count per
-//!    verified user. Every refusal gets its response here and never reaches
-//!    an upstream.
+//! 2. `request_filter`: request id, keep-alive timeout, client address,
+//!    path normalisation, CORS preflight, route, token (and session check),
+//!    then the route's rate limit, which comes after authentication so it
+//!    can count per verified user. Every refusal gets its response here
+//!    and never reaches an upstream.
 //! 3. `upstream_peer` / `fail_to_connect`: round-robin peer, skipping peers
 //!    that refused a connection.
-//! 4. `upstream_request_filter`: strip spoofed identity headers, set the
+//! 4. `upstream_request_filter`: strip spoofed identity and forwarding
+//!    headers and, unless `forward_token` is set, the token; set the
 //!    forwarding headers, the identity and the normalised path.
 //! 5. `response_filter`: request id and CORS headers on the response.
 //! 6. `fail_to_proxy`: upstream failures as problem+json 502/504.
