@@ -40,6 +40,8 @@ PROXY_TARGETS = [
     ("edge-cache", "edge-proxy, token cache on"),
     ("edge-nocache", "edge-proxy, token cache off"),
 ]
+# The edge-proxy binary given with `bench/run --baseline`, to compare builds.
+BASELINE_TARGET = ("edge-baseline", "edge-proxy baseline binary, token cache on")
 PATH_TARGETS = [
     ("list-direct", "GET list, item-api direct"),
     ("list-edge", "GET list, through edge-proxy"),
@@ -99,6 +101,7 @@ def main() -> int:
     report.add_argument("--results", required=True)
     report.add_argument("--smoke", action="store_true", help="check completeness only, assert no target")
     report.add_argument("--skip-path", action="store_true", help="the whole-path part was not run")
+    report.add_argument("--baseline", action="store_true", help="a baseline edge-proxy binary was loaded too")
 
     args = parser.parse_args()
     if args.command == "record":
@@ -212,13 +215,14 @@ def print_report(args: argparse.Namespace) -> int:
     paced = {target: Summary(target_runs) for target, target_runs in paced_runs.items()}
 
     problems = []
-    expected = PROXY_TARGETS + ([] if args.skip_path else PATH_TARGETS)
+    proxy_targets = PROXY_TARGETS + ([BASELINE_TARGET] if args.baseline else [])
+    expected = proxy_targets + ([] if args.skip_path else PATH_TARGETS)
     for target, label in expected:
         if target not in summaries:
             problems.append(f"target `{target}` ({label}) has no measurement")
         elif summaries[target].requests == 0:
             problems.append(f"target `{target}` ({label}) answered no request")
-    for target, label in PROXY_TARGETS:
+    for target, label in proxy_targets:
         if target not in paced:
             problems.append(f"target `{target}` ({label}) has no paced measurement")
         elif paced[target].requests == 0:
@@ -232,9 +236,11 @@ def print_report(args: argparse.Namespace) -> int:
                 )
 
     print("## Proxy targets\n")
-    print_table(summaries, PROXY_TARGETS, baselines=[("nginx", "nginx"), ("haproxy", "HAProxy")])
+    print_table(summaries, proxy_targets, baselines=[("nginx", "nginx"), ("haproxy", "HAProxy")])
     print_floor_ratios(summaries)
-    print_paced_table(paced)
+    print_paced_table(paced, proxy_targets)
+    if args.baseline:
+        print_baseline_ratios(runs, paced_runs)
     if not args.skip_path:
         print("\n## Whole path\n")
         print_table(summaries, PATH_TARGETS, baselines=[])
@@ -317,15 +323,45 @@ def print_floor_ratios(summaries: dict) -> None:
             )
 
 
-def print_paced_table(paced: dict) -> None:
+def print_paced_table(paced: dict, targets: list) -> None:
     """Prints the paced runs, where every target gets about the same request rate."""
     print("\n### Paced: the same request rate for every target\n")
-    print_table(paced, PROXY_TARGETS, baselines=[("nginx", "nginx")])
+    print_table(paced, targets, baselines=[("nginx", "nginx")])
     print(
         "\nEach connection waits a random time before each request, so the rate depends on the "
         "wait and hardly on the target, and no target runs at its limit. A p99 ratio holds only "
         f"where the req/s ratio is within {PACED_RATE_TOLERANCE:.0%} of 1."
     )
+
+
+def print_baseline_ratios(runs: dict, paced_runs: dict) -> None:
+    """Prints the current edge-proxy against the baseline binary, round by round.
+
+    Both ran with the token cache on, one after the other in every round, so
+    a ratio per round cancels most of the drift between rounds.
+    """
+    print("\n### Current edge-proxy ÷ baseline binary, token cache on\n")
+    print("| load | rounds | req/s | p50 | p99 | CPU per request |")
+    print("|---|---:|---:|---:|---:|---:|")
+    measures = [
+        requests_per_second,
+        lambda run: run["p50_us"],
+        lambda run: run["p99_us"],
+        cpu_us_per_request,
+    ]
+    for label, group in (("full speed", runs), ("paced", paced_runs)):
+        current = {run["round"]: run for run in group.get("edge-cache", [])}
+        baseline = {run["round"]: run for run in group.get(BASELINE_TARGET[0], [])}
+        rounds = sorted(current.keys() & baseline.keys())
+        if not rounds:
+            continue
+        cells = []
+        for measure in measures:
+            ratios = [measure(current[number]) / measure(baseline[number]) for number in rounds]
+            median, low, high = spread(ratios)
+            cells.append(f"{median:.3f}× ({low:.3f}–{high:.3f})")
+        print(f"| {label} | {len(rounds)} | " + " | ".join(cells) + " |")
+    print("\nMedian of the ratios of each round, min–max in brackets.")
 
 
 def print_path_ratios(summaries: dict) -> None:
