@@ -18,7 +18,7 @@
 //! 7. `logging`: one access event and the request metrics per request.
 
 use std::fmt::{self, Write as _};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -659,11 +659,13 @@ fn remove_token(
     Ok(())
 }
 
+/// Returns the TCP peer's address, an IPv4-mapped IPv6 one as IPv4, as
+/// the client address is.
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|address| address.as_inet())
-        .map(SocketAddr::ip)
+        .map(|address| address.ip().to_canonical())
 }
 
 /// Formats `ip` as a header value without an intermediate `String`.
@@ -748,6 +750,8 @@ fn is_plain_request_id(value: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     fn request(target: &[u8]) -> RequestHeader {
