@@ -45,27 +45,50 @@ pub static FORWARDING_HEADERS: [&HeaderName; 5] = [
 ];
 
 /// Headers, besides `X-Real-IP` and `X-Forwarded-For`, that frameworks
-/// and client-address libraries read as the client's address. Load
-/// balancers commonly pass a client's value on unchanged, so the proxy
-/// removes them from every peer's requests, trusted or not.
-pub static CLIENT_ADDRESS_HEADERS: [&str; 7] = [
+/// and client-address libraries read as the client's address. The list
+/// cannot be complete. Load balancers commonly pass a client's value on
+/// unchanged, so the proxy removes these from every peer's requests,
+/// trusted or not.
+pub static CLIENT_ADDRESS_HEADERS: [&str; 12] = [
     "true-client-ip",
+    "client-ip",
     "x-client-ip",
     "x-cluster-client-ip",
     "cf-connecting-ip",
+    "cf-pseudo-ipv4",
     "fastly-client-ip",
+    "x-appengine-user-ip",
+    "x-envoy-external-address",
+    "x-original-forwarded-for",
     "x-forwarded",
     "forwarded-for",
 ];
 
-/// Every header starting with this describes the client's request as a
-/// proxy saw it (`X-Forwarded-Port`, `-Prefix`, `-Ssl`, ...). Only a
-/// trusted proxy may send the ones the proxy does not set itself.
+/// Every header starting with this was set by a proxy in front, or claims
+/// to be. Besides the ones the proxy sets itself, only those in
+/// [`TRUSTED_REQUEST_HEADERS`] pass, and only from a trusted proxy. The
+/// rest, such as oauth2-proxy's `X-Forwarded-User` or Envoy's
+/// `X-Forwarded-Client-Cert`, can carry an identity and never pass.
 pub const FORWARDED_PREFIX: &str = "x-forwarded-";
 
 /// Headers outside `X-Forwarded-*` that frameworks read as the scheme the
-/// client used. Like those, only a trusted proxy may send them.
-pub static SCHEME_HEADERS: [&str; 2] = ["front-end-https", "x-url-scheme"];
+/// client used.
+pub static SCHEME_HEADERS: [&str; 3] = ["front-end-https", "x-url-scheme", "x-scheme"];
+
+/// The headers describing the client's request (port, path prefix,
+/// scheme) that a trusted proxy's requests keep. From any other peer they
+/// are removed.
+pub static TRUSTED_REQUEST_HEADERS: [&str; 9] = [
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-forwarded-server",
+    "front-end-https",
+    "x-url-scheme",
+    "x-scheme",
+];
 
 /// Maximum number of `X-Forwarded-For` addresses read for one request.
 /// Real chains have a few hops. On a longer one, the last trusted hop read

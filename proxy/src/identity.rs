@@ -18,6 +18,7 @@ use crate::auth::token::VerifiedToken;
 use crate::config::ClaimHeader;
 use crate::forwarding::{
     CLIENT_ADDRESS_HEADERS, FORWARDED_PREFIX, FORWARDING_HEADERS, SCHEME_HEADERS,
+    TRUSTED_REQUEST_HEADERS,
 };
 
 /// The verified user, as passed to the upstream.
@@ -133,8 +134,9 @@ impl IdentityHeaders {
 ///   read as the real header and a load balancer has no reason to send;
 /// - the client address headers other than the two the proxy sets, from
 ///   any peer;
-/// - the other `X-Forwarded-*` and scheme headers, unless the peer is a
-///   trusted proxy. The ones the proxy sets are replaced later anyway.
+/// - every other `X-Forwarded-*` and scheme header, except, from a trusted
+///   proxy, the ones describing the request. The ones the proxy sets
+///   itself are replaced later anyway.
 fn is_spoofable_forwarding(name: &str, via_trusted_proxy: bool) -> bool {
     if name.contains('_') {
         return starts_ignoring_underscore(name, FORWARDED_PREFIX)
@@ -146,9 +148,17 @@ fn is_spoofable_forwarding(name: &str, via_trusted_proxy: bool) -> bool {
                 .chain(&SCHEME_HEADERS)
                 .any(|header| same_ignoring_underscore(name, header));
     }
-    CLIENT_ADDRESS_HEADERS.contains(&name)
-        || (!via_trusted_proxy
-            && (name.starts_with(FORWARDED_PREFIX) || SCHEME_HEADERS.contains(&name)))
+    if CLIENT_ADDRESS_HEADERS.contains(&name) {
+        return true;
+    }
+    if !name.starts_with(FORWARDED_PREFIX) && !SCHEME_HEADERS.contains(&name) {
+        return false;
+    }
+    let set_by_proxy = FORWARDING_HEADERS
+        .iter()
+        .any(|header| header.as_str() == name);
+    let kept = via_trusted_proxy && TRUSTED_REQUEST_HEADERS.contains(&name);
+    !set_by_proxy && !kept
 }
 
 /// Reports whether `name` starts with `prefix`, compared like
@@ -320,28 +330,37 @@ mod tests {
             "True-Client-IP",
             "CF-Connecting-IP",
             "X-Forwarded",
+            "Client-IP",
+            "X-Forwarded-User",
+            "X-Forwarded-Client-Cert",
             "x-other",
             "x-forwarded-for",
             "x-forwarded-port",
         ];
 
+        // X-Forwarded-For stays for the proxy to replace.
         assert_eq!(
             left_after_strip(&names, true),
             ["x-forwarded-for", "x-forwarded-port", "x-other"]
         );
-        assert_eq!(left_after_strip(&names, false), ["x-other"]);
+        assert_eq!(
+            left_after_strip(&names, false),
+            ["x-forwarded-for", "x-other"]
+        );
     }
 
     #[test]
     fn only_a_trusted_proxy_describes_the_request() {
         let names = [
-            "X-Forwarded-Proto",
             "X-Forwarded-Port",
             "X-Forwarded-Prefix",
             "X-Forwarded-Ssl",
             "X-Forwarded-Scheme",
+            "X-Forwarded-Protocol",
+            "X-Forwarded-Server",
             "Front-End-Https",
             "X-Url-Scheme",
+            "X-Scheme",
         ];
         let mut expected: Vec<String> = names.iter().map(|name| name.to_lowercase()).collect();
         expected.sort_unstable();

@@ -77,7 +77,7 @@ fn config(jwks_url: &str, upstream: SocketAddr, trusted: Option<&str>) -> ProxyC
 }
 
 /// Headers a load balancer would pass on, plus a client's own claims.
-fn balancer_headers() -> [(&'static str, &'static [u8]); 9] {
+fn balancer_headers() -> [(&'static str, &'static [u8]); 10] {
     [
         ("X-Forwarded-For", b"192.0.2.66, 198.51.100.1"),
         ("X-Forwarded-Proto", b"https"),
@@ -88,19 +88,21 @@ fn balancer_headers() -> [(&'static str, &'static [u8]); 9] {
         ("X-Forwarded-Prefix", b"/app"),
         ("True-Client-IP", b"192.0.2.66"),
         ("X_Forwarded_Port", b"8443"),
+        ("X-Forwarded-User", b"admin"),
     ]
 }
 
 /// Returns the values the upstream saw of the headers in `balancer_headers`
 /// that the proxy does not set: `X-Forwarded-Port`, `-Prefix`,
-/// `True-Client-IP` and `X_Forwarded_Port`.
-fn other_forwarding_headers(response: &RawResponse) -> [Vec<String>; 4] {
+/// `True-Client-IP`, `X_Forwarded_Port` and `X-Forwarded-User`.
+fn other_forwarding_headers(response: &RawResponse) -> [Vec<String>; 5] {
     let echoed = response.echoed();
     [
         "x-forwarded-port",
         "x-forwarded-prefix",
         "true-client-ip",
         "x_forwarded_port",
+        "x-forwarded-user",
     ]
     .map(|name| echoed.header_values(name))
 }
@@ -129,13 +131,14 @@ async fn balancer_headers_name_the_client() {
             vec![],
         ]
     );
-    // The balancer's description of the request passes; client addresses
-    // other than the proxy's and `_` spellings never do.
+    // The balancer's description of the request passes. Client addresses
+    // other than the proxy's, `_` spellings and identities never do.
     assert_eq!(
         other_forwarding_headers(&response),
         [
             vec!["443".to_owned()],
             vec!["/app".to_owned()],
+            vec![],
             vec![],
             vec![]
         ]
