@@ -534,6 +534,7 @@ mod tests {
             }),
             upstreams: vec!["127.0.0.1:1".parse().expect("address")],
             auth: AuthMode::Required,
+            forward_token: None,
             strip_prefix: false,
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),

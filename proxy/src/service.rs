@@ -383,10 +383,12 @@ impl ProxyHttp for EdgeProxy {
         ctx.runtime
             .identity_headers
             .strip(upstream_request, via_trusted_proxy);
-        let reads_tokens = ctx
-            .route
-            .is_some_and(|index| ctx.runtime.router.get(index).config.auth != AuthMode::None);
-        if reads_tokens && !ctx.runtime.forward_token {
+        let removes_token = ctx.route.is_some_and(|index| {
+            let route = &ctx.runtime.router.get(index).config;
+            route.auth != AuthMode::None
+                && !route.forward_token.unwrap_or(ctx.runtime.forward_token)
+        });
+        if removes_token {
             remove_token(upstream_request, ctx.token_source, &ctx.runtime.cookie_name)?;
         }
 

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hanko_edge_tests::echo::Echoed;
+use hanko_edge_tests::echo::{EchoServer, Echoed};
 use hanko_edge_tests::edge_proxy::{ProxyStack, hanko_claims, unix_now};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -209,6 +209,30 @@ async fn basic_header_stays_cookie_goes() {
         Some("Basic dXNlcjpwYXNz")
     );
     assert_eq!(echoed.header_values("cookie"), ["a=1"]);
+}
+
+#[tokio::test]
+async fn route_forward_token_overrides_default() {
+    let verifying = EchoServer::start().await;
+    let verifying_addr = verifying.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/verifying\"\nupstream = \"{verifying_addr}\"\n\
+             auth = \"required\"\nforward_token = true"
+        ))
+    })
+    .await;
+    let token = stack.valid_token(USER);
+
+    let forwarded = echoed(stack.get_with_token("/verifying/x", &token).await).await;
+    let default = echoed(stack.get_with_token("/api/x", &token).await).await;
+
+    assert_eq!(
+        forwarded.header("authorization"),
+        Some(format!("Bearer {token}"))
+    );
+    assert_eq!(forwarded.header("x-user-id").as_deref(), Some(USER));
+    assert_eq!(default.header("authorization"), None);
 }
 
 #[tokio::test]

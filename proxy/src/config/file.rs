@@ -203,6 +203,8 @@ pub struct RouteFile {
     pub upstream: StringOrList,
     /// `"required"`, `"optional"` or `"none"`.
     pub auth: String,
+    /// Overrides `[proxy.auth] forward_token` for this route.
+    pub forward_token: Option<bool>,
     /// Remove `path_prefix` from the path sent upstream.
     #[serde(default)]
     pub strip_prefix: bool,

@@ -151,6 +151,9 @@ pub struct RouteConfig {
     pub upstreams: Vec<SocketAddr>,
     /// The authentication the route demands.
     pub auth: AuthMode,
+    /// Whether the upstream gets the token, when the route overrides
+    /// `[proxy.auth] forward_token`.
+    pub forward_token: Option<bool>,
     /// Remove `path_prefix` from the forwarded path.
     pub strip_prefix: bool,
     /// Upstream connect timeout.

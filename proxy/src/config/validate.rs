@@ -803,6 +803,16 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
         }
     };
 
+    if let Some(forward_token) = file.forward_token
+        && auth == AuthMode::None
+    {
+        problems.add(
+            &format!("{key}.forward_token"),
+            forward_token,
+            "has no effect with auth = \"none\", which passes the token on unchanged; remove it",
+        );
+    }
+
     for (name, value) in [
         ("connect_timeout_ms", file.connect_timeout_ms),
         ("read_timeout_ms", file.read_timeout_ms),
@@ -828,6 +838,7 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
         methods,
         upstreams,
         auth,
+        forward_token: file.forward_token,
         strip_prefix: file.strip_prefix,
         connect_timeout: Duration::from_millis(file.connect_timeout_ms),
         read_timeout: Duration::from_millis(file.read_timeout_ms),
@@ -1290,6 +1301,12 @@ mod tests {
                 "auth = \"required\"",
                 "auth = \"maybe\"",
                 "proxy.routes[0].auth = \"maybe\"",
+            ),
+            (
+                "forward_token on a none route is rejected",
+                "auth = \"required\"",
+                "auth = \"none\"\nforward_token = false",
+                "proxy.routes[0].forward_token = false: has no effect with auth = \"none\"",
             ),
             (
                 "lower case method is rejected",
