@@ -8,9 +8,9 @@
 //! records the reason.
 //!
 //! NOTE: a request whose head Pingora 0.9 cannot parse (a malformed request
-//! line, too many headers, two `Content-Length` values) gets Pingora's own
-//! `400` with an empty body and no access event: Pingora answers it before
-//! any hook of the proxy runs.
+//! line, too many headers, two different `Content-Length` values) gets
+//! Pingora's own `400` with an empty body and no access event, because
+//! Pingora responds before any hook of the proxy runs.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
