@@ -7,10 +7,10 @@
 //! upstream failed. Bodies never carry internal error text. The access log
 //! records the reason.
 //!
-//! NOTE: a request whose head Pingora 0.9 cannot parse (a malformed request
-//! line, too many headers, two different `Content-Length` values) gets
-//! Pingora's own `400` with an empty body and no access event, because
-//! Pingora responds before any hook of the proxy runs.
+//! NOTE: Pingora 0.9 responds before any hook of the proxy runs when it
+//! cannot parse a request head (a malformed request line, too many
+//! headers, two different `Content-Length` values). The client gets
+//! Pingora's own `400` with an empty body, and no access event is written.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};

@@ -157,8 +157,8 @@ fn is_spoofable_forwarding(name: &str, via_trusted_proxy: bool) -> bool {
     let set_by_proxy = FORWARDING_HEADERS
         .iter()
         .any(|header| header.as_str() == name);
-    let kept = via_trusted_proxy && TRUSTED_REQUEST_HEADERS.contains(&name);
-    !set_by_proxy && !kept
+    let passes_from_trusted = via_trusted_proxy && TRUSTED_REQUEST_HEADERS.contains(&name);
+    !set_by_proxy && !passes_from_trusted
 }
 
 /// Reports whether `name` starts with `prefix`, compared like

@@ -25,8 +25,8 @@ const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// read back a port chosen by the kernel. Within one test binary, though,
 /// tests run in parallel, and the kernel may pick a port just released by
 /// another test that has not started its server yet. Two proxies would then
-/// be given one port; the second cannot listen, and its test would talk to
-/// the first one's proxy, with other keys and routes.
+/// be given one port. The second cannot listen, so its test would talk to
+/// the first one's proxy, which has other keys and routes.
 pub fn free_loopback_addr() -> SocketAddr {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
