@@ -33,6 +33,9 @@ pub enum Rejection {
     BadPath(PathError),
     /// The request is malformed in a way Pingora detected.
     BadRequest,
+    /// The client stopped sending: a request body stalled, or an upgraded
+    /// connection was quiet, for longer than Pingora's read timeout.
+    ClientTimeout,
     /// More than one `Authorization` header.
     DuplicateAuthorization,
     /// A protected route and no token.
@@ -77,6 +80,7 @@ impl Rejection {
             Self::CorsRefused(_) => 403,
             Self::NoRoute => 404,
             Self::MethodNotAllowed => 405,
+            Self::ClientTimeout => 408,
             Self::RateLimited { .. } => 429,
             Self::Internal => 500,
             Self::UpstreamUnavailable => 502,
@@ -90,6 +94,7 @@ impl Rejection {
         match self {
             Self::BadPath(_) => "bad_path",
             Self::BadRequest => "bad_request",
+            Self::ClientTimeout => "client_timeout",
             Self::DuplicateAuthorization => "duplicate_authorization",
             Self::MissingToken => "missing_token",
             Self::InvalidToken(refusal) => refusal.as_str(),
@@ -113,6 +118,7 @@ impl Rejection {
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            408 => "Request Timeout",
             429 => "Too Many Requests",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
@@ -125,6 +131,9 @@ impl Rejection {
         match self {
             Self::BadPath(error) => format!("{error}."),
             Self::BadRequest => "The request is malformed.".to_owned(),
+            Self::ClientTimeout => {
+                "The client stopped sending the request before it was complete.".to_owned()
+            }
             Self::DuplicateAuthorization => {
                 "The request has more than one Authorization header; send one.".to_owned()
             }
@@ -245,6 +254,7 @@ impl Rejection {
                 ErrorSource::Downstream,
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
             ) => None,
+            (ErrorSource::Downstream, ErrorType::ReadTimedout) => Some(Self::ClientTimeout),
             (ErrorSource::Downstream, _) => Some(Self::BadRequest),
             (ErrorSource::Internal | ErrorSource::Unset, _) => Some(Self::Internal),
         }
@@ -378,6 +388,7 @@ mod tests {
         let timed_out = Error::new(ErrorType::ReadTimedout).into_up();
         let gone = Error::new(ErrorType::ConnectionClosed).into_down();
         let bad_header = Error::new(ErrorType::InvalidHTTPHeader).into_down();
+        let stalled = Error::new(ErrorType::ReadTimedout).into_down();
 
         assert_eq!(
             Rejection::from_proxy_error(&refused),
@@ -392,5 +403,19 @@ mod tests {
             Rejection::from_proxy_error(&bad_header),
             Some(Rejection::BadRequest)
         );
+        assert_eq!(
+            Rejection::from_proxy_error(&stalled),
+            Some(Rejection::ClientTimeout)
+        );
+    }
+
+    #[test]
+    fn client_timeout_is_408() {
+        let rejection = Rejection::ClientTimeout;
+        let body: serde_json::Value = serde_json::from_slice(&rejection.body()).expect("JSON body");
+
+        assert_eq!(rejection.status(), 408);
+        assert_eq!(body["title"], "Request Timeout");
+        assert_eq!(rejection.reason(), "client_timeout");
     }
 }
