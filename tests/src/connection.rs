@@ -25,17 +25,40 @@ pub struct ResponseHead {
     pub status: u16,
     /// The head as received, status line first, without the blank line.
     pub text: String,
+    /// Headers in order, names lower case, values trimmed.
+    pub headers: Vec<(String, String)>,
 }
 
 impl ResponseHead {
     /// Returns the value of the first header called `name`
-    /// (case-insensitive), trimmed.
+    /// (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.text.lines().skip(1).find_map(|line| {
-            let (header, value) = line.split_once(':')?;
-            header.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
+        self.headers
+            .iter()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
     }
+}
+
+/// Splits a response head (lines ending in CRLF or LF, no blank line) into
+/// its status code and headers, names lower case and values trimmed.
+///
+/// # Panics
+///
+/// Panics when the first line is not a status line.
+pub fn parse_head(text: &str) -> (u16, Vec<(String, String)>) {
+    let mut lines = text.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    (status, headers)
 }
 
 impl RawConnection {
@@ -66,7 +89,8 @@ impl RawConnection {
             .expect("writing to the connection works");
     }
 
-    /// Reads one line with its line end; empty at the end of the stream.
+    /// Reads one line with its line end, or an empty string at the end of
+    /// the stream.
     ///
     /// # Panics
     ///
@@ -99,12 +123,12 @@ impl RawConnection {
             }
             text.push_str(&line);
         }
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {text:?}"));
-        ResponseHead { status, text }
+        let (status, headers) = parse_head(&text);
+        ResponseHead {
+            status,
+            text,
+            headers,
+        }
     }
 
     /// Reads the body that `head`'s `Content-Length` announces (none

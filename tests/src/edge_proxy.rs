@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::connection::parse_head;
 use crate::echo::{EchoServer, Echoed};
 use crate::jwks::JwksServer;
 use crate::process::{ChildProcess, STARTUP_DEADLINE, binary_path, free_loopback_addr};
@@ -559,18 +560,8 @@ fn parse_response(bytes: &[u8]) -> RawResponse {
                 String::from_utf8_lossy(bytes)
             )
         });
-    let head = String::from_utf8_lossy(&bytes[..text_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
+    let head = String::from_utf8_lossy(&bytes[..text_end]);
+    let (status, headers) = parse_head(&head);
     let raw_body = &bytes[text_end + 4..];
     let chunked = headers
         .iter()

@@ -71,10 +71,10 @@ async fn cookie_handshake_tunnels_with_identity() {
 }
 
 #[tokio::test]
-async fn handshake_without_token_is_refused() {
+async fn handshake_without_token_gets_401() {
     let stack = ProxyStack::start().await;
 
-    let mut refused =
+    let mut without_token =
         Handshake::send(stack.proxy.addr(), "/api/socket", &[("X-User-Id", SPOOFED)]).await;
     let malformed = Handshake::send(
         stack.proxy.addr(),
@@ -83,11 +83,18 @@ async fn handshake_without_token_is_refused() {
     )
     .await;
 
-    assert_eq!(refused.head.status, 401, "{}", refused.head.text);
+    assert_eq!(
+        without_token.head.status, 401,
+        "{}",
+        without_token.head.text
+    );
     assert_eq!(malformed.head.status, 401, "{}", malformed.head.text);
     assert_eq!(stack.upstream.request_count(), 0);
     // The refusal is a problem body, not a tunnel.
-    let body = refused.connection.read_body(&refused.head).await;
+    let body = without_token
+        .connection
+        .read_body(&without_token.head)
+        .await;
     let body = String::from_utf8_lossy(&body);
     assert!(body.contains("\"status\":401"), "{body}");
 }
