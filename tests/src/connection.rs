@@ -4,7 +4,7 @@
 //! bounded by [`READ_TIMEOUT`].
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -149,21 +149,18 @@ impl RawConnection {
         body
     }
 
-    /// Waits until the server closes the connection and returns how long
-    /// that took.
+    /// Waits until the server closes the connection.
     ///
     /// # Panics
     ///
     /// Panics when the server sends bytes or keeps the connection open
     /// longer than [`READ_TIMEOUT`].
-    pub async fn time_until_closed(&mut self) -> Duration {
-        let started = Instant::now();
+    pub async fn wait_until_closed(&mut self) {
         let mut rest = Vec::new();
         timeout(READ_TIMEOUT, self.stream.read_to_end(&mut rest))
             .await
             .expect("the server closes the connection in time")
             .expect("reading until the end works");
         assert!(rest.is_empty(), "unexpected bytes: {rest:?}");
-        started.elapsed()
     }
 }
