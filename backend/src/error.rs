@@ -12,6 +12,10 @@ use serde::Serialize;
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Maximum number of field errors in a 422 body. Without it, a body made of
+/// many short unknown keys would get a response many times its own size.
+pub const MAX_FIELD_ERRORS: usize = 20;
+
 /// A request that could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -47,6 +51,10 @@ pub enum ApiError {
     /// The database could not be reached in time.
     #[error("The database is unavailable.")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// The connection failed during `COMMIT`, so the change may or may not
+    /// have been saved.
+    #[error("The change may not have been saved.")]
+    CommitUnknown(#[source] sqlx::Error),
     /// Any other database failure.
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -87,16 +95,31 @@ impl FieldError {
 }
 
 impl ApiError {
-    /// Creates a 422 error from a list of bad fields.
-    pub fn validation(errors: Vec<FieldError>) -> Self {
+    /// Creates a 422 error from a list of bad fields, of which the body
+    /// lists at most [`MAX_FIELD_ERRORS`].
+    pub fn validation(mut errors: Vec<FieldError>) -> Self {
+        let total = errors.len();
         let detail = match errors.as_slice() {
             [single] => format!("Field `{}` is invalid: {}", single.field, single.detail),
-            _ => format!(
-                "{} fields are invalid; see `errors` for each one.",
-                errors.len()
+            _ if total > MAX_FIELD_ERRORS => format!(
+                "{total} fields are invalid, and `errors` lists the first {MAX_FIELD_ERRORS}."
             ),
+            _ => format!("{total} fields are invalid; see `errors` for each one."),
         };
+        errors.truncate(MAX_FIELD_ERRORS);
         Self::Validation { detail, errors }
+    }
+
+    /// Maps an error of a transaction's `COMMIT`. A lost connection leaves
+    /// the outcome unknown, since the server may have committed before the
+    /// connection broke, so the response must not invite a plain retry.
+    pub fn from_commit(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+                Self::CommitUnknown(error)
+            }
+            other => Self::from(other),
+        }
     }
 
     /// Returns the HTTP status for this error.
@@ -110,7 +133,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::CommitUnknown(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -120,6 +143,10 @@ impl ApiError {
                 "The database is unavailable; retry the request later.".into()
             }
             Self::Database(_) => "The server failed to process the request.".into(),
+            Self::CommitUnknown(_) => "The database connection failed while the change was \
+                saved, so it may or may not have been saved. Read the resource before \
+                repeating the request."
+                .into(),
             other => other.to_string(),
         }
     }
@@ -162,6 +189,9 @@ impl IntoResponse for ApiError {
             Self::Database(error) => tracing::error!(error = %error, "database error"),
             Self::DatabaseUnavailable(error) => {
                 tracing::error!(error = %error, "database unavailable");
+            }
+            Self::CommitUnknown(error) => {
+                tracing::error!(error = %error, "the connection failed during COMMIT, so the outcome is unknown");
             }
             _ => {}
         }
@@ -212,4 +242,61 @@ fn constraint_violation(error: &dyn sqlx::error::DatabaseError) -> Option<FieldE
         field,
         "The value is not allowed by the database's rules for this field.",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown_fields(count: usize) -> Vec<FieldError> {
+        (0..count)
+            .map(|index| FieldError::new(format!("key{index}"), "Unknown field."))
+            .collect()
+    }
+
+    #[test]
+    fn validation_lists_at_most_the_limit() {
+        let ApiError::Validation { detail, errors } = ApiError::validation(unknown_fields(500))
+        else {
+            panic!("not a validation error");
+        };
+        assert_eq!(errors.len(), MAX_FIELD_ERRORS);
+        assert_eq!(errors[0].field, "key0");
+        assert_eq!(
+            detail,
+            "500 fields are invalid, and `errors` lists the first 20."
+        );
+    }
+
+    #[test]
+    fn validation_at_the_limit_lists_all() {
+        let ApiError::Validation { detail, errors } =
+            ApiError::validation(unknown_fields(MAX_FIELD_ERRORS))
+        else {
+            panic!("not a validation error");
+        };
+        assert_eq!(errors.len(), MAX_FIELD_ERRORS);
+        assert_eq!(detail, "20 fields are invalid; see `errors` for each one.");
+    }
+
+    #[test]
+    fn lost_connection_at_commit_is_unknown_outcome() {
+        let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let error = ApiError::from_commit(sqlx::Error::Io(lost));
+        assert!(matches!(error, ApiError::CommitUnknown(_)), "{error:?}");
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let detail = error.detail();
+        assert!(
+            detail.contains("may or may not have been saved"),
+            "{detail}"
+        );
+        assert!(!detail.contains("reset"), "{detail}");
+    }
+
+    #[test]
+    fn lost_connection_elsewhere_is_unavailable() {
+        let lost = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let error = ApiError::from(sqlx::Error::Io(lost));
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

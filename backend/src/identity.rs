@@ -2,8 +2,11 @@
 //! has verified the session token.
 //!
 //! Nothing here checks a token: item-api trusts these headers, so it must
-//! only be reachable through edge-proxy. A header that is missing, repeated,
-//! empty, longer than [`MAX_HEADER_BYTES`] or not printable ASCII is 401.
+//! only be reachable through edge-proxy. A user id that is missing,
+//! repeated, empty, longer than [`MAX_HEADER_BYTES`] or not visible ASCII
+//! is 401. The email may be absent, but when present it must appear once,
+//! within the same length, as UTF-8 without control characters, because
+//! edge-proxy passes an internationalised address on as UTF-8 bytes.
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
@@ -40,7 +43,7 @@ pub enum HeaderProblem {
     /// The header is longer than [`MAX_HEADER_BYTES`].
     #[error("too long")]
     TooLong,
-    /// The header contains bytes other than visible ASCII.
+    /// The header contains bytes its value may not contain.
     #[error("not printable")]
     NotPrintable,
 }
@@ -64,7 +67,7 @@ impl Identity {
             })
         })?;
 
-        let email = match read_header(headers, email_header) {
+        let email = match read_text_header(headers, email_header) {
             Ok(email) => Some(email),
             Err(HeaderProblem::Missing | HeaderProblem::Empty) => None,
             Err(_) => {
@@ -96,6 +99,40 @@ pub fn read_header(
     headers: &HeaderMap,
     name: &axum::http::HeaderName,
 ) -> Result<String, HeaderProblem> {
+    let bytes = read_single(headers, name)?;
+    if !bytes.iter().all(|byte| (0x21..=0x7e).contains(byte)) {
+        return Err(HeaderProblem::NotPrintable);
+    }
+
+    let text = std::str::from_utf8(bytes).expect("visible ASCII is valid UTF-8");
+    Ok(text.to_owned())
+}
+
+/// Reads one header that must appear exactly once and hold 1 to
+/// [`MAX_HEADER_BYTES`] bytes of UTF-8 text without control characters.
+/// Spaces are allowed, since an email address may quote them.
+///
+/// # Errors
+///
+/// Returns the [`HeaderProblem`] that makes the value unusable.
+pub fn read_text_header(
+    headers: &HeaderMap,
+    name: &axum::http::HeaderName,
+) -> Result<String, HeaderProblem> {
+    let bytes = read_single(headers, name)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| HeaderProblem::NotPrintable)?;
+    if text.chars().any(char::is_control) {
+        return Err(HeaderProblem::NotPrintable);
+    }
+    Ok(text.to_owned())
+}
+
+/// Returns the bytes of a header that appears exactly once and contains 1 to
+/// [`MAX_HEADER_BYTES`] bytes.
+fn read_single<'a>(
+    headers: &'a HeaderMap,
+    name: &axum::http::HeaderName,
+) -> Result<&'a [u8], HeaderProblem> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(HeaderProblem::Missing)?;
     if values.next().is_some() {
@@ -109,12 +146,7 @@ pub fn read_header(
     if bytes.len() > MAX_HEADER_BYTES {
         return Err(HeaderProblem::TooLong);
     }
-    if !bytes.iter().all(|byte| (0x21..=0x7e).contains(byte)) {
-        return Err(HeaderProblem::NotPrintable);
-    }
-
-    let text = std::str::from_utf8(bytes).expect("visible ASCII is valid UTF-8");
-    Ok(text.to_owned())
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -191,14 +223,40 @@ mod tests {
         assert_eq!(read_header(&headers, &USER), Err(HeaderProblem::Repeated));
     }
 
-    #[test]
-    fn invalid_email_is_unauthenticated() {
+    fn email_with(value: &[u8]) -> Result<Identity, ApiError> {
         let mut headers = headers_with(b"user");
-        headers.insert(EMAIL, HeaderValue::from_static("a b@example.com"));
-        assert!(matches!(
-            Identity::from_headers(&headers, &USER, &EMAIL),
-            Err(ApiError::Unauthenticated(_))
-        ));
+        headers.insert(
+            EMAIL,
+            HeaderValue::from_bytes(value).expect("valid header bytes"),
+        );
+        Identity::from_headers(&headers, &USER, &EMAIL)
+    }
+
+    #[test]
+    fn internationalised_email_is_read() {
+        for value in [
+            "jürgen@bücher.example",
+            "\"a b\"@example.com",
+            "用户@例子.example",
+        ] {
+            let identity = email_with(value.as_bytes()).expect(value);
+            assert_eq!(identity.email.as_deref(), Some(value));
+        }
+    }
+
+    #[test]
+    fn email_with_control_or_invalid_utf8_is_unauthenticated() {
+        for value in [
+            &b"a\tb@example.com"[..],
+            b"a\xc2\x85b@example.com",
+            b"caf\xc3@example.com",
+            b"\xff",
+        ] {
+            assert!(
+                matches!(email_with(value), Err(ApiError::Unauthenticated(_))),
+                "{value:?}"
+            );
+        }
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub async fn create_item(
         .fetch_one(&mut *transaction)
         .await?;
 
-    transaction.commit().await?;
+    transaction.commit().await.map_err(ApiError::from_commit)?;
 
     let location = HeaderValue::try_from(format!("{ITEM_PATH}/{}", item.id))
         .expect("a path of ASCII digits is a valid header value");
@@ -165,7 +165,7 @@ pub async fn get_item(
     identity: Identity,
     id: ItemId,
 ) -> Result<Json<Item>, ApiError> {
-    one_item(&state, &identity, id, SELECT_ITEM).await
+    one_item(&state, &identity, id, SELECT_ITEM, ApiError::from).await
 }
 
 /// Changes the title and/or description of an item.
@@ -212,7 +212,7 @@ pub async fn update_item(
         .fetch_optional(&mut *transaction)
         .await?;
 
-    transaction.commit().await?;
+    transaction.commit().await.map_err(ApiError::from_commit)?;
     item.map(Json).ok_or(ApiError::ItemNotFound(id.0))
 }
 
@@ -240,16 +240,19 @@ pub async fn delete_item(
     identity: Identity,
     id: ItemId,
 ) -> Result<Json<Item>, ApiError> {
-    one_item(&state, &identity, id, DELETE_ITEM).await
+    one_item(&state, &identity, id, DELETE_ITEM, ApiError::from_commit).await
 }
 
 /// Runs `statement`, whose only parameter is the item id, as the caller
 /// and returns the item it returns, or 404 when it returns no row.
+/// `commit_error` maps a failed `COMMIT`: [`ApiError::from_commit`] for a
+/// statement that changes the item.
 async fn one_item(
     state: &AppState,
     identity: &Identity,
     id: ItemId,
     statement: &'static str,
+    commit_error: fn(sqlx::Error) -> ApiError,
 ) -> Result<Json<Item>, ApiError> {
     let mut transaction = state.database().begin_as(identity).await?;
 
@@ -258,6 +261,6 @@ async fn one_item(
         .fetch_optional(&mut *transaction)
         .await?;
 
-    transaction.commit().await?;
+    transaction.commit().await.map_err(commit_error)?;
     item.map(Json).ok_or(ApiError::ItemNotFound(id.0))
 }

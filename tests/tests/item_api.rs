@@ -697,6 +697,63 @@ async fn unusable_user_id_is_401_on_every_route() {
 }
 
 #[tokio::test]
+async fn many_unknown_fields_list_twenty() {
+    let fixture = Fixture::start().await;
+    let mut body = serde_json::Map::new();
+    body.insert("title".into(), json!("a"));
+    for index in 0..1_000 {
+        body.insert(format!("k{index}"), json!(0));
+    }
+
+    let response = fixture
+        .send(
+            fixture
+                .request(Method::POST, "/api/v1/item/", Some(ALICE))
+                .json(&body),
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(error_fields(&problem).len(), 20, "{problem}");
+    assert_eq!(
+        problem["detail"],
+        "1000 fields are invalid, and `errors` lists the first 20."
+    );
+}
+
+#[tokio::test]
+async fn email_header_accepts_utf8_only() {
+    let fixture = Fixture::start().await;
+    let create = |email: HeaderValue| {
+        fixture
+            .request(Method::POST, "/api/v1/item/", Some(ALICE))
+            .header("X-User-Email", email)
+            .json(&json!({"title": "mail"}))
+    };
+
+    let accepted = [
+        HeaderValue::from_static("ada@example.com"),
+        HeaderValue::from_bytes("jürgen@bücher.example".as_bytes()).expect("obs-text"),
+        HeaderValue::from_static("\"ada lovelace\"@example.com"),
+    ];
+    for email in accepted {
+        let response = fixture.send(create(email.clone())).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{email:?}");
+    }
+
+    let rejected = [
+        HeaderValue::from_static("a\tb@example.com"),
+        HeaderValue::from_bytes(b"caf\xc3@example.com").expect("obs-text"),
+        HeaderValue::from_str(&"a".repeat(256)).expect("ASCII"),
+    ];
+    for email in rejected {
+        let response = fixture.send(create(email.clone())).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{email:?}");
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    assert_eq!(fixture.list(ALICE, "").await.len(), 3);
+}
+
+#[tokio::test]
 async fn unknown_route_and_method_are_problem_json() {
     let fixture = Fixture::start().await;
     let response = fixture
