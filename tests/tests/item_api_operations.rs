@@ -1,6 +1,7 @@
-//! item-api as operators run it: migrations repeated and run concurrently,
-//! readiness while the database is down, a pool of one connection shared
-//! by alternating users, and the request id in the access log.
+//! item-api as operators run it. Migrations run repeatedly, concurrently
+//! and on a cluster whose request roles already exist. The tests also cover
+//! readiness while the database is down, a pool of one connection shared by
+//! alternating users, and the request id in the access log.
 
 use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
 use hanko_edge_tests::pg::{PgCluster, TestDatabase, assert_migrate_succeeded, run_migrate};
@@ -98,6 +99,56 @@ async fn concurrent_migrations_create_roles_once() {
     .await
     .expect("roles query");
     assert_eq!(roles, 3);
+}
+
+#[tokio::test]
+async fn migration_corrects_existing_request_roles() {
+    // A private cluster, so the roles can exist with unsafe attributes
+    // before the first migration, as on a cluster shared with other tools.
+    let cluster = PgCluster::start();
+    let database = cluster.create_database().await;
+    let mut admin = database.admin().await;
+    for statement in [
+        "create role other_app nologin",
+        "create role authenticated login inherit bypassrls createdb",
+        "create role anon superuser nologin",
+        "grant other_app to authenticated",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+
+    let output = run_migrate(&database.admin_url).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a member of other_app was accepted:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("role authenticated is a member of other_app"),
+        "{stderr}"
+    );
+
+    sqlx::query("revoke other_app from authenticated")
+        .execute(&mut admin)
+        .await
+        .expect("revoke");
+    assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
+    assert_eq!(applied_migrations(&database).await, migration_count());
+
+    let unsafe_roles: Vec<String> = sqlx::query_scalar(
+        "select rolname::text from pg_roles \
+         where rolname in ('anon', 'authenticated') \
+           and (rolsuper or rolbypassrls or rolinherit or rolcanlogin or rolcreatedb \
+                or rolcreaterole or rolreplication) \
+         order by rolname",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("role query");
+    assert!(unsafe_roles.is_empty(), "{unsafe_roles:?}");
 }
 
 #[tokio::test]
