@@ -162,7 +162,7 @@ async fn token_cache_counters_follow_lookups() {
 #[tokio::test]
 async fn key_set_counters_follow_fetches() {
     let stack =
-        ProxyStack::start_with(|config| config.jwks("unknown_kid_cooldown_seconds = 0")).await;
+        ProxyStack::start_with(|config| config.jwks("unknown_kid_cooldown_seconds = 1")).await;
     let fetches = "edge_proxy_key_set_fetches_total";
     let failures = "edge_proxy_key_set_fetch_failures_total";
 
@@ -189,8 +189,9 @@ async fn key_set_counters_follow_fetches() {
     // below starts from here, not from the first reading.
     let age_before_failure = stack.proxy.metric("edge_proxy_key_set_age_seconds").await;
 
-    // With the key set returning 503 the next refetch fails and is counted
-    // as both a fetch and a failure.
+    // With the key set returning 503 the next refetch, once the cooldown
+    // has passed, fails and is counted as both a fetch and a failure.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     stack.jwks.set_unavailable(true);
     assert_eq!(get(&stack, "/api/x", Some(&stranger_token)).await, 401);
     assert_eq!(stack.proxy.metric(fetches).await, before + 2.0);

@@ -24,7 +24,7 @@ use super::{
 use crate::auth::session::{SessionCheckSettings, UnreachablePolicy};
 use crate::auth::token::TokenPolicy;
 use crate::cors::{AllowedOrigins, CorsPolicy};
-use crate::forwarding::{TrustedProxies, parse_network};
+use crate::forwarding::{self, TrustedProxies, parse_network};
 use crate::ratelimit::RateLimitSettings;
 use crate::routing::normalize_path;
 
@@ -50,6 +50,19 @@ const REQUESTS_PER_SECOND_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_0
 const BURST_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
 /// Client keep-alive idle times accepted, in seconds.
 const KEEPALIVE_TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Key set refresh periods accepted, in seconds: at most a day, the limit
+/// a `max-age` is clamped to.
+const JWKS_REFRESH_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// Pauses between refetches for unknown `kid`s accepted, in seconds. Zero
+/// would let every token with a made-up `kid` cause a fetch.
+const JWKS_COOLDOWN_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Stale windows accepted, in seconds. A key removed from the set stays
+/// trusted for this long while fetches fail, so at most a day.
+const JWKS_STALE_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 0..=86_400;
+/// Waits after a failed key set fetch accepted, in seconds.
+const JWKS_RETRY_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
+/// Key set fetch timeouts accepted, in milliseconds.
+const JWKS_FETCH_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=60_000;
 /// Headers the proxy itself manages, which a claim mapping may not replace.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
@@ -63,10 +76,6 @@ const RESERVED_HEADERS: &[&str] = &[
     "proxy-connection",
     "authorization",
     "cookie",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
     "x-request-id",
 ];
 
@@ -430,13 +439,39 @@ fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> 
     }
 
     let jwks = &file.jwks;
-    for (key, value) in [
-        ("proxy.auth.jwks.refresh_seconds", jwks.refresh_seconds),
-        ("proxy.auth.jwks.retry_seconds", jwks.retry_seconds),
-        ("proxy.auth.jwks.fetch_timeout_ms", jwks.fetch_timeout_ms),
+    for (key, value, range) in [
+        (
+            "proxy.auth.jwks.refresh_seconds",
+            jwks.refresh_seconds,
+            JWKS_REFRESH_SECONDS_RANGE,
+        ),
+        (
+            "proxy.auth.jwks.unknown_kid_cooldown_seconds",
+            jwks.unknown_kid_cooldown_seconds,
+            JWKS_COOLDOWN_SECONDS_RANGE,
+        ),
+        (
+            "proxy.auth.jwks.stale_seconds",
+            jwks.stale_seconds,
+            JWKS_STALE_SECONDS_RANGE,
+        ),
+        (
+            "proxy.auth.jwks.retry_seconds",
+            jwks.retry_seconds,
+            JWKS_RETRY_SECONDS_RANGE,
+        ),
+        (
+            "proxy.auth.jwks.fetch_timeout_ms",
+            jwks.fetch_timeout_ms,
+            JWKS_FETCH_TIMEOUT_MS_RANGE,
+        ),
     ] {
-        if value == 0 {
-            problems.add(key, value, "must be at least 1");
+        if !range.contains(&value) {
+            problems.add(
+                key,
+                value,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
         }
     }
 
@@ -703,7 +738,7 @@ fn parse_identity_header(key: &str, value: &str, problems: &mut Problems) -> Opt
         );
         return None;
     }
-    if RESERVED_HEADERS.contains(&name.as_str()) {
+    if RESERVED_HEADERS.contains(&name.as_str()) || describes_client_connection(&name) {
         problems.add(
             key,
             value,
@@ -712,6 +747,22 @@ fn parse_identity_header(key: &str, value: &str, problems: &mut Problems) -> Opt
         return None;
     }
     Some(name)
+}
+
+/// Reports whether `name` is one of the forwarding headers that describe
+/// the client's address or request, which the proxy sets, removes or passes
+/// from trusted proxies. A claim value there would let a user choose what
+/// the upstream takes for the client's address or scheme. Identity headers
+/// in the `X-Forwarded-*` family, such as `X-Forwarded-User`, stay allowed
+/// for upstreams written for oauth2-proxy.
+fn describes_client_connection(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    forwarding::FORWARDING_HEADERS
+        .iter()
+        .any(|header| header.as_str() == name)
+        || forwarding::CLIENT_ADDRESS_HEADERS.contains(&name)
+        || forwarding::TRUSTED_REQUEST_HEADERS.contains(&name)
+        || forwarding::SCHEME_HEADERS.contains(&name)
 }
 
 fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option<RouteConfig> {
@@ -1042,6 +1093,37 @@ mod tests {
     }
 
     #[test]
+    fn claim_header_on_forwarding_header_is_rejected() {
+        let forwarding = [
+            "X-Real-IP",
+            "X-Forwarded-For",
+            "Forwarded",
+            "True-Client-IP",
+            "X-Forwarded-Prefix",
+            "X-Scheme",
+        ];
+        for header in forwarding {
+            let text = MINIMAL.replace(
+                "[[proxy.routes]]",
+                &format!(
+                    "[proxy.auth.claim_headers]\n\"username\" = \"{header}\"\n[[proxy.routes]]"
+                ),
+            );
+            assert_rejected(&text, "managed by the proxy");
+        }
+    }
+
+    #[test]
+    fn claim_header_on_forwarded_user_is_accepted() {
+        let text = MINIMAL.replace(
+            "[[proxy.routes]]",
+            "[proxy.auth.claim_headers]\n\"username\" = \"X-Forwarded-User\"\n[[proxy.routes]]",
+        );
+        let config = Config::from_toml(&text).expect("valid");
+        assert_eq!(config.auth.claim_headers[0].header, "x-forwarded-user");
+    }
+
+    #[test]
     fn shipped_config_is_valid() {
         let text = include_str!("../../../config.toml");
         let config = Config::from_toml(text).expect("the shipped config.toml validates");
@@ -1277,6 +1359,24 @@ mod tests {
                 "[proxy.auth]",
                 "[proxy.auth]\njwks = { fetch_timeout_ms = 0 }",
                 "proxy.auth.jwks.fetch_timeout_ms = 0",
+            ),
+            (
+                "zero unknown kid cooldown is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\njwks = { unknown_kid_cooldown_seconds = 0 }",
+                "proxy.auth.jwks.unknown_kid_cooldown_seconds = 0",
+            ),
+            (
+                "stale window over a day is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\njwks = { stale_seconds = 86401 }",
+                "proxy.auth.jwks.stale_seconds = 86401",
+            ),
+            (
+                "huge stale window is rejected",
+                "[proxy.auth]",
+                "[proxy.auth]\njwks = { stale_seconds = 9223372036854775807 }",
+                "proxy.auth.jwks.stale_seconds = 9223372036854775807",
             ),
             (
                 "route prefix must be normal",
