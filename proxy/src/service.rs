@@ -33,7 +33,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::auth::AuthError;
-use crate::auth::extract::{Extracted, TokenSource, extract, without_cookie};
+use crate::auth::extract::{Extracted, TokenSource, extract, find_cookie, without_cookie};
 use crate::auth::token::Refusal;
 use crate::config::AuthMode;
 use crate::cors::{CorsRejection, preflight_parts};
@@ -383,13 +383,16 @@ impl ProxyHttp for EdgeProxy {
         ctx.runtime
             .identity_headers
             .strip(upstream_request, via_trusted_proxy);
-        let removes_token = ctx.route.is_some_and(|index| {
-            let route = &ctx.runtime.router.get(index).config;
-            route.auth != AuthMode::None
-                && !route.forward_token.unwrap_or(ctx.runtime.forward_token)
-        });
-        if removes_token {
-            remove_token(upstream_request, ctx.token_source, &ctx.runtime.cookie_name)?;
+        // Routes with `auth = "none"` read no token, so they remove none.
+        let route = ctx.route.map(|index| &ctx.runtime.router.get(index).config);
+        if let Some(route) = route.filter(|route| route.auth != AuthMode::None) {
+            let forward = route.forward_token.unwrap_or(ctx.runtime.forward_token);
+            remove_token(
+                upstream_request,
+                ctx.token_source,
+                &ctx.runtime.cookie_name,
+                forward,
+            )?;
         }
 
         set_forwarding_headers(
@@ -620,28 +623,40 @@ fn set_forwarding_headers(
 }
 
 /// Removes the credentials a token-reading route takes from the upstream
-/// request: the `Authorization` header when the token came from it, and
-/// every session cookie, read or not. An `Authorization` header with
-/// another scheme than Bearer belongs to the upstream and stays.
+/// request. Without `forward`, that is the `Authorization` header when the
+/// token came from it, and every session cookie, read or not. With
+/// `forward`, only the verified token passes: the first session cookie
+/// when the token came from it, and no session cookie otherwise, so the
+/// upstream never receives a token the proxy did not check. An `Authorization`
+/// header with another scheme than Bearer belongs to the upstream and
+/// stays.
 fn remove_token(
     upstream_request: &mut RequestHeader,
     token_source: Option<TokenSource>,
     cookie_name: &str,
+    forward: bool,
 ) -> pingora::Result<()> {
-    if token_source == Some(TokenSource::Header) {
+    if !forward && token_source == Some(TokenSource::Header) {
         upstream_request.remove_header(&AUTHORIZATION);
     }
     if !upstream_request.headers.contains_key(COOKIE) {
         return Ok(());
     }
 
+    // The token read from a cookie is the first one called `cookie_name`
+    // in the first `Cookie` header that has one.
+    let mut keep_first = forward && token_source == Some(TokenSource::Cookie);
     let mut changed = false;
     let remaining: Vec<HeaderValue> = upstream_request
         .headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| {
-            let Some(rest) = without_cookie(value.as_bytes(), cookie_name.as_bytes()) else {
+            let bytes = value.as_bytes();
+            let keeps_here = keep_first && find_cookie(bytes, cookie_name.as_bytes()).is_some();
+            let rest = without_cookie(bytes, cookie_name.as_bytes(), keeps_here);
+            keep_first &= !keeps_here;
+            let Some(rest) = rest else {
                 return Some(value.clone());
             };
             changed = true;

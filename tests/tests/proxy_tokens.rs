@@ -256,6 +256,61 @@ async fn forward_token_passes_credentials_on() {
 }
 
 #[tokio::test]
+async fn forward_token_drops_unchecked_copies() {
+    let stack = ProxyStack::start_with(|config| config.auth("forward_token = true")).await;
+    let token = stack.valid_token(USER);
+    let forged = "hanko=forged";
+
+    // The header's token is the one checked, so no session cookie passes.
+    let header_and_cookie = stack
+        .get_with_headers(
+            "/api/x",
+            &[
+                ("authorization", format!("Bearer {token}").as_str()),
+                ("cookie", &format!("theme=dark; {forged}")),
+            ],
+        )
+        .await;
+    let header_and_cookie = echoed(header_and_cookie).await;
+    assert_eq!(
+        header_and_cookie.header("authorization"),
+        Some(format!("Bearer {token}"))
+    );
+    assert_eq!(header_and_cookie.header_values("cookie"), ["theme=dark"]);
+
+    // Only the first session cookie was read, so the later ones go.
+    let second = format!("hanko={token}; b=2; {forged}");
+    let two_cookies = stack
+        .proxy
+        .raw_get(
+            "/api/x",
+            &[("Cookie", b"a=1"), ("Cookie", second.as_bytes())],
+        )
+        .await
+        .echoed();
+    assert_eq!(two_cookies.header("x-user-id").as_deref(), Some(USER));
+    assert_eq!(
+        two_cookies.header_values("cookie"),
+        ["a=1".to_owned(), format!("hanko={token}; b=2")]
+    );
+
+    // A Basic header hides the cookie, which then was never checked.
+    let basic = stack
+        .get_with_headers(
+            "/optional/x",
+            &[("authorization", "Basic dXNlcjpwYXNz"), ("cookie", forged)],
+        )
+        .await;
+    let basic = echoed(basic).await;
+    assert_eq!(basic.header("x-user-id"), None);
+    assert_eq!(
+        basic.header("authorization").as_deref(),
+        Some("Basic dXNlcjpwYXNz")
+    );
+    assert!(basic.header_values("cookie").is_empty());
+}
+
+#[tokio::test]
 async fn configured_cookie_name_is_read() {
     let stack = ProxyStack::start_with(|config| config.auth("cookie_name = \"session\"")).await;
     let token = stack.valid_token(USER);

@@ -87,7 +87,7 @@ fn from_authorization(value: &[u8]) -> Extracted<'_> {
 
 /// Returns the value of the first cookie called `name` in one `Cookie`
 /// header, without surrounding double quotes (RFC 6265 section 4.2.1).
-fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|byte| *byte == b';').find_map(|pair| {
         let (cookie_name, value) = split_cookie(pair)?;
         if cookie_name != name {
@@ -102,19 +102,31 @@ fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// Returns one `Cookie` header without the cookies called `name`, or `None`
-/// when it has none. The other cookies keep their order and bytes, joined
-/// by `; `; the result is empty when no other cookie was sent.
-pub fn without_cookie(header: &[u8], name: &[u8]) -> Option<Vec<u8>> {
+/// when it has none to remove. With `keep_first`, the first of them stays.
+/// The other cookies keep their order and bytes, joined by `; `; the result
+/// is empty when no other cookie was sent.
+pub fn without_cookie(header: &[u8], name: &[u8], keep_first: bool) -> Option<Vec<u8>> {
     let is_named =
         |pair: &[u8]| split_cookie(pair).is_some_and(|(cookie_name, _)| cookie_name == name);
-    if !header.split(|byte| *byte == b';').any(is_named) {
+    let named = header
+        .split(|byte| *byte == b';')
+        .filter(|pair| is_named(pair))
+        .count();
+    if named <= usize::from(keep_first) {
         return None;
     }
     let mut remaining = Vec::with_capacity(header.len());
+    let mut keep = keep_first;
     for pair in header.split(|byte| *byte == b';') {
         let pair = pair.trim_ascii();
-        if pair.is_empty() || is_named(pair) {
+        if pair.is_empty() {
             continue;
+        }
+        if is_named(pair) {
+            if !keep {
+                continue;
+            }
+            keep = false;
         }
         if !remaining.is_empty() {
             remaining.extend_from_slice(b"; ");
@@ -293,7 +305,28 @@ mod tests {
         ];
         for (header, expected) in cases {
             assert_eq!(
-                without_cookie(header, b"hanko").as_deref(),
+                without_cookie(header, b"hanko", false).as_deref(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
+
+    #[test]
+    fn without_cookie_can_keep_the_first() {
+        let cases: [(&[u8], Option<&[u8]>); 4] = [
+            (
+                b"a=1; hanko=one; b=2; hanko=two",
+                Some(b"a=1; hanko=one; b=2"),
+            ),
+            (b"hanko=one;hanko=two;hanko=three", Some(b"hanko=one")),
+            (b"a=1; hanko=one", None),
+            (b"a=1", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                without_cookie(header, b"hanko", true).as_deref(),
                 expected,
                 "{}",
                 String::from_utf8_lossy(header)
