@@ -27,12 +27,17 @@ pub const DEFAULT_EMAIL_HEADER: &str = "X-User-Email";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// Default time a request waits for a pooled connection, in milliseconds.
 pub const DEFAULT_ACQUIRE_TIMEOUT_MS: u64 = 5_000;
+/// Default time one SQL statement may run, lock waits included, in
+/// milliseconds. The list statement runs in under a millisecond on
+/// 1,000,000 rows (docs/benchmarks.md), so only a stuck statement gets here.
+pub const DEFAULT_STATEMENT_TIMEOUT_MS: u64 = 10_000;
 /// Default maximum request body size, in bytes. A maximal item (255 + 10,000
 /// characters) fits even with every character written as a JSON escape.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000;
 const ACQUIRE_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=600_000;
+const STATEMENT_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=600_000;
 const MAX_BODY_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1_024..=16 * 1024 * 1024;
 
 /// The whole configuration file as item-api reads it: its own `[backend]`
@@ -65,6 +70,8 @@ pub struct BackendFile {
     pub max_connections: Option<u32>,
     /// Time a request waits for a pooled connection, in milliseconds.
     pub acquire_timeout_ms: Option<u64>,
+    /// Time one SQL statement may run, in milliseconds.
+    pub statement_timeout_ms: Option<u64>,
     /// Maximum request body size, in bytes.
     pub max_body_bytes: Option<usize>,
 }
@@ -84,6 +91,8 @@ pub struct Config {
     pub max_connections: u32,
     /// Time a request waits for a pooled connection.
     pub acquire_timeout: Duration,
+    /// Time one SQL statement may run, in milliseconds.
+    pub statement_timeout_ms: u64,
     /// Maximum request body size, in bytes.
     pub max_body_bytes: usize,
 }
@@ -214,6 +223,13 @@ impl Config {
                 .unwrap_or(DEFAULT_ACQUIRE_TIMEOUT_MS),
             ACQUIRE_TIMEOUT_MS_RANGE,
         )?;
+        let statement_timeout_ms = check_range(
+            "backend.statement_timeout_ms",
+            backend
+                .statement_timeout_ms
+                .unwrap_or(DEFAULT_STATEMENT_TIMEOUT_MS),
+            STATEMENT_TIMEOUT_MS_RANGE,
+        )?;
         let max_body_bytes = check_range(
             "backend.max_body_bytes",
             backend.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
@@ -227,6 +243,7 @@ impl Config {
             email_header,
             max_connections,
             acquire_timeout: Duration::from_millis(acquire_timeout_ms),
+            statement_timeout_ms,
             max_body_bytes,
         })
     }
@@ -346,6 +363,7 @@ mod tests {
         assert_eq!(config.email_header.as_str(), "x-user-email");
         assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
         assert_eq!(config.acquire_timeout, Duration::from_millis(5_000));
+        assert_eq!(config.statement_timeout_ms, 10_000);
         assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     }
 
@@ -451,6 +469,21 @@ mod tests {
             invalid_key(Config::validate(backend, None)),
             "backend.acquire_timeout_ms"
         );
+    }
+
+    #[test]
+    fn statement_timeout_out_of_range_is_rejected() {
+        for value in [0, 600_001] {
+            let backend = BackendFile {
+                statement_timeout_ms: Some(value),
+                ..backend_with_url()
+            };
+            assert_eq!(
+                invalid_key(Config::validate(backend, None)),
+                "backend.statement_timeout_ms",
+                "{value}"
+            );
+        }
     }
 
     #[test]

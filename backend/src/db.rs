@@ -36,8 +36,12 @@ impl Database {
     ///
     /// Returns an error when the URL cannot be parsed.
     pub fn connect_lazy(config: &Config) -> Result<Self, sqlx::Error> {
-        let options =
-            PgConnectOptions::from_str(config.database_url.expose())?.application_name("item-api");
+        // A statement stuck behind a lock would otherwise hold its pooled
+        // connection until the database gives up, long after the client has.
+        let statement_timeout = format!("{}ms", config.statement_timeout_ms);
+        let options = PgConnectOptions::from_str(config.database_url.expose())?
+            .application_name("item-api")
+            .options([("statement_timeout", statement_timeout.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)

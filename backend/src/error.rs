@@ -12,6 +12,10 @@ use serde::Serialize;
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// SQLSTATE of a statement cancelled by `statement_timeout` or
+/// `pg_cancel_backend`.
+const QUERY_CANCELED: &str = "57014";
+
 /// Maximum number of field errors in a 422 body. Without it, a body made of
 /// many short unknown keys would get a response many times its own size.
 pub const MAX_FIELD_ERRORS: usize = 20;
@@ -51,6 +55,10 @@ pub enum ApiError {
     /// The database could not be reached in time.
     #[error("The database is unavailable.")]
     DatabaseUnavailable(#[source] sqlx::Error),
+    /// A statement was cancelled, by `statement_timeout` or by an operator,
+    /// so its transaction did not commit.
+    #[error("The database did not finish in time.")]
+    DatabaseTimedOut(#[source] sqlx::Error),
     /// The connection failed during `COMMIT`, so the change may or may not
     /// have been saved.
     #[error("The change may not have been saved.")]
@@ -132,7 +140,9 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DatabaseUnavailable(_) | Self::DatabaseTimedOut(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Database(_) | Self::CommitUnknown(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +151,11 @@ impl ApiError {
         match self {
             Self::DatabaseUnavailable(_) => {
                 "The database is unavailable; retry the request later.".into()
+            }
+            Self::DatabaseTimedOut(_) => {
+                "The database did not finish the request in time, so nothing was changed. \
+                 Retry the request later."
+                    .into()
             }
             Self::Database(_) => "The server failed to process the request.".into(),
             Self::CommitUnknown(_) => "The database connection failed while the change was \
@@ -164,6 +179,11 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => Self::DatabaseUnavailable(error),
+            sqlx::Error::Database(database_error)
+                if database_error.code().as_deref() == Some(QUERY_CANCELED) =>
+            {
+                Self::DatabaseTimedOut(error)
+            }
             sqlx::Error::Database(database_error) => {
                 match constraint_violation(database_error.as_ref()) {
                     Some(field_error) => {
@@ -189,6 +209,9 @@ impl IntoResponse for ApiError {
             Self::Database(error) => tracing::error!(error = %error, "database error"),
             Self::DatabaseUnavailable(error) => {
                 tracing::error!(error = %error, "database unavailable");
+            }
+            Self::DatabaseTimedOut(error) => {
+                tracing::error!(error = %error, "a database statement was cancelled");
             }
             Self::CommitUnknown(error) => {
                 tracing::error!(error = %error, "the connection failed during COMMIT, so the outcome is unknown");

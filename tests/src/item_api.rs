@@ -19,6 +19,8 @@ pub struct ItemApiOptions {
     pub max_connections: Option<u32>,
     /// `backend.acquire_timeout_ms`.
     pub acquire_timeout_ms: Option<u64>,
+    /// `backend.statement_timeout_ms`.
+    pub statement_timeout_ms: Option<u64>,
     /// `backend.user_id_header`.
     pub user_id_header: Option<String>,
     /// `backend.email_header`.
@@ -143,6 +145,9 @@ fn config_toml(addr: SocketAddr, database: &TestDatabase, options: &ItemApiOptio
     }
     if let Some(value) = options.acquire_timeout_ms {
         lines.push(format!("acquire_timeout_ms = {value}"));
+    }
+    if let Some(value) = options.statement_timeout_ms {
+        lines.push(format!("statement_timeout_ms = {value}"));
     }
     if let Some(value) = &options.user_id_header {
         lines.push(format!("user_id_header = \"{value}\""));

@@ -1,7 +1,8 @@
 //! item-api as operators run it. Migrations run repeatedly, concurrently
 //! and on a cluster whose request roles already exist. The tests also cover
-//! readiness while the database is down, a pool of one connection shared by
-//! alternating users, and the request id in the access log.
+//! readiness while the database is down, statements stuck behind a lock, a
+//! pool of one connection shared by alternating users, and the request id
+//! in the access log.
 
 use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
 use hanko_edge_tests::pg::{PgCluster, TestDatabase, assert_migrate_succeeded, run_migrate};
@@ -192,6 +193,68 @@ async fn readyz_is_503_while_database_is_down() {
     let detail = body["detail"].as_str().expect("detail");
     assert!(!detail.contains("Connection refused"), "{detail}");
     assert!(!detail.contains("127.0.0.1"), "{detail}");
+}
+
+#[tokio::test]
+async fn locked_table_times_out_with_503() {
+    let database = TestDatabase::new().await;
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            statement_timeout_ms: Some(300),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+    let items_url = api.url("/api/v1/item/");
+
+    // An open transaction holding the table's strongest lock blocks every
+    // statement item-api sends until statement_timeout cancels it.
+    let mut admin = database.admin().await;
+    sqlx::query("begin")
+        .execute(&mut admin)
+        .await
+        .expect("begin");
+    sqlx::query("lock table api.items in access exclusive mode")
+        .execute(&mut admin)
+        .await
+        .expect("lock");
+
+    for request in [
+        client.get(&items_url),
+        client.post(&items_url).json(&json!({"title": "blocked"})),
+    ] {
+        let response = request
+            .header("X-User-Id", ALICE)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+        let body: Value = response.json().await.expect("problem JSON");
+        let detail = body["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("did not finish the request in time"),
+            "{detail}"
+        );
+        assert!(!detail.contains("canceling"), "{detail}");
+    }
+
+    sqlx::query("rollback")
+        .execute(&mut admin)
+        .await
+        .expect("rollback");
+    let items: Vec<Value> = client
+        .get(&items_url)
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("list JSON");
+    assert!(items.is_empty(), "the cancelled create left {items:?}");
 }
 
 #[tokio::test]
