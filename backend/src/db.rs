@@ -10,7 +10,7 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::config::Config;
@@ -45,6 +45,7 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            .after_connect(|connection, _| Box::pin(check_request_role(connection)))
             .connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
@@ -126,6 +127,35 @@ impl Drop for WaitingGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Returns why the `authenticated` role cannot be trusted to be limited by
+/// row-level security, or NULL when it can. No row means it does not exist.
+const REQUEST_ROLE_PROBLEM: &str = "\
+    select case \
+        when r.rolsuper or r.rolbypassrls then 'has the SUPERUSER or BYPASSRLS attribute' \
+        when exists (select 1 from pg_catalog.pg_auth_members m where m.member = r.oid) \
+            then 'is a member of another role' \
+    end \
+    from pg_catalog.pg_roles r \
+    where r.rolname = 'authenticated'";
+
+/// Refuses a new pooled connection when the role every request runs as
+/// would escape row-level security, for example because `item-api migrate`
+/// failed or someone changed the role since. The pool then keeps retrying
+/// until `acquire_timeout`, so requests get 503, and sqlx logs the reason.
+async fn check_request_role(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let problem: Option<Option<String>> = sqlx::query_scalar(REQUEST_ROLE_PROBLEM)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let reason = match problem {
+        Some(None) => return Ok(()),
+        Some(Some(reason)) => reason,
+        None => "does not exist; run item-api migrate".to_owned(),
+    };
+    Err(sqlx::Error::Configuration(
+        format!("refusing the connection: role authenticated {reason}").into(),
+    ))
 }
 
 /// Builds the `request.jwt.claims` value in the shape PostgREST uses, so

@@ -12,9 +12,14 @@ use serde::Serialize;
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// SQLSTATE of a statement cancelled by `statement_timeout` or
-/// `pg_cancel_backend`.
-const QUERY_CANCELED: &str = "57014";
+/// SQLSTATEs of a statement that gave up, so its transaction did not
+/// commit: cancelled by `statement_timeout` or `pg_cancel_backend`
+/// (57014), or out of `lock_timeout` (55P03).
+const TIMED_OUT_CODES: [&str; 2] = ["57014", "55P03"];
+
+/// SQLSTATEs of a server that is shutting down, restarting or full, after
+/// which a retry on another connection may succeed.
+const UNAVAILABLE_CODES: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
 
 /// Maximum number of field errors in a 422 body. Without it, a body made of
 /// many short unknown keys would get a response many times its own size.
@@ -122,11 +127,17 @@ impl ApiError {
     /// the outcome unknown, since the server may have committed before the
     /// connection broke, so the response must not invite a plain retry.
     pub fn from_commit(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
-                Self::CommitUnknown(error)
+        let connection_lost = match &error {
+            sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(database_error) => {
+                has_code(database_error.as_ref(), &UNAVAILABLE_CODES)
             }
-            other => Self::from(other),
+            _ => false,
+        };
+        if connection_lost {
+            Self::CommitUnknown(error)
+        } else {
+            Self::from(error)
         }
     }
 
@@ -178,11 +189,17 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => Self::DatabaseUnavailable(error),
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Configuration(_) => Self::DatabaseUnavailable(error),
             sqlx::Error::Database(database_error)
-                if database_error.code().as_deref() == Some(QUERY_CANCELED) =>
+                if has_code(database_error.as_ref(), &TIMED_OUT_CODES) =>
             {
                 Self::DatabaseTimedOut(error)
+            }
+            sqlx::Error::Database(database_error)
+                if has_code(database_error.as_ref(), &UNAVAILABLE_CODES) =>
+            {
+                Self::DatabaseUnavailable(error)
             }
             sqlx::Error::Database(database_error) => {
                 match constraint_violation(database_error.as_ref()) {
@@ -243,6 +260,13 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Reports whether a database error's SQLSTATE is one of `codes`.
+fn has_code(error: &dyn sqlx::error::DatabaseError, codes: &[&str]) -> bool {
+    error
+        .code()
+        .is_some_and(|code| codes.contains(&code.as_ref()))
 }
 
 /// Maps an integrity or data error to the field it concerns, or `None`

@@ -132,17 +132,47 @@ async fn migration_corrects_existing_request_roles() {
         "{stderr}"
     );
 
+    // The failed migration rolled back its own changes too, so the role
+    // still has BYPASSRLS, and item-api refuses to serve requests as it.
+    let mut api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            acquire_timeout_ms: Some(500),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+    let list = || {
+        client
+            .get(api.url("/api/v1/item/"))
+            .header("X-User-Id", ALICE)
+            .send()
+    };
+    let response = list().await.expect("list");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let log = api.log();
+    assert!(
+        log.contains(
+            "refusing the connection: role authenticated has the SUPERUSER or BYPASSRLS attribute"
+        ),
+        "{log}"
+    );
+
     sqlx::query("revoke other_app from authenticated")
         .execute(&mut admin)
         .await
         .expect("revoke");
     assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
     assert_eq!(applied_migrations(&database).await, migration_count());
+    let response = list().await.expect("list");
+    assert_eq!(response.status(), StatusCode::OK);
+    api.process().signal("TERM");
 
     let unsafe_roles: Vec<String> = sqlx::query_scalar(
         "select rolname::text from pg_roles \
          where rolname in ('anon', 'authenticated') \
-           and (rolsuper or rolbypassrls or rolinherit or rolcanlogin or rolcreatedb \
+           and (rolsuper or rolbypassrls or rolcanlogin or rolcreatedb \
                 or rolcreaterole or rolreplication) \
          order by rolname",
     )
