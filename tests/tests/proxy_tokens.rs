@@ -164,7 +164,7 @@ async fn cookie_only_passes() {
 async fn session_cookie_removed_from_every_header() {
     let stack = ProxyStack::start().await;
     let token = stack.valid_token(USER);
-    let second = format!("hanko={token}; b=2; hanko=other");
+    let second = format!("hanko={token}; b=2; hanko=other; Hanko=other");
 
     let response = stack
         .proxy
@@ -267,7 +267,7 @@ async fn forward_token_drops_unchecked_copies() {
             "/api/x",
             &[
                 ("authorization", format!("Bearer {token}").as_str()),
-                ("cookie", &format!("theme=dark; {forged}")),
+                ("cookie", &format!("theme=dark; {forged}; Hanko=forged")),
             ],
         )
         .await;
@@ -278,8 +278,9 @@ async fn forward_token_drops_unchecked_copies() {
     );
     assert_eq!(header_and_cookie.header_values("cookie"), ["theme=dark"]);
 
-    // Only the first session cookie was read, so the later ones go.
-    let second = format!("hanko={token}; b=2; {forged}");
+    // Only the first session cookie was read, so the later ones go, and so
+    // do other spellings, which some frameworks read as the same name.
+    let second = format!("HANKO=forged; hanko={token}; b=2; {forged}");
     let two_cookies = stack
         .proxy
         .raw_get(

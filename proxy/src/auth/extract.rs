@@ -101,32 +101,28 @@ pub fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     })
 }
 
-/// Returns one `Cookie` header without the cookies called `name`, or `None`
-/// when it has none to remove. With `keep_first`, the first of them stays.
-/// The other cookies keep their order and bytes, joined by `; `; the result
-/// is empty when no other cookie was sent.
+/// Returns one `Cookie` header without the cookies called `name` in any
+/// ASCII case, or `None` when it has none to remove. With `keep_first`,
+/// the first cookie called exactly `name`, the one [`extract`] reads,
+/// stays. Other spellings always go: cookie names are case-sensitive, but
+/// some frameworks look them up without case. The other cookies keep their
+/// order and bytes, joined by `; `; the result is empty when no other
+/// cookie was sent.
 pub fn without_cookie(header: &[u8], name: &[u8], keep_first: bool) -> Option<Vec<u8>> {
-    let is_named =
-        |pair: &[u8]| split_cookie(pair).is_some_and(|(cookie_name, _)| cookie_name == name);
-    let named = header
+    let mut keep = keep_first;
+    let any_removed = header
         .split(|byte| *byte == b';')
-        .filter(|pair| is_named(pair))
-        .count();
-    if named <= usize::from(keep_first) {
+        .any(|pair| is_removed(pair, name, &mut keep));
+    if !any_removed {
         return None;
     }
+
     let mut remaining = Vec::with_capacity(header.len());
     let mut keep = keep_first;
     for pair in header.split(|byte| *byte == b';') {
         let pair = pair.trim_ascii();
-        if pair.is_empty() {
+        if pair.is_empty() || is_removed(pair, name, &mut keep) {
             continue;
-        }
-        if is_named(pair) {
-            if !keep {
-                continue;
-            }
-            keep = false;
         }
         if !remaining.is_empty() {
             remaining.extend_from_slice(b"; ");
@@ -134,6 +130,20 @@ pub fn without_cookie(header: &[u8], name: &[u8], keep_first: bool) -> Option<Ve
         remaining.extend_from_slice(pair);
     }
     Some(remaining)
+}
+
+/// Decides for one cookie pair of [`without_cookie`]: a name equal to
+/// `name` in any ASCII case is removed, except the first exact one while
+/// `keep` is set, which clears `keep`.
+fn is_removed(pair: &[u8], name: &[u8], keep: &mut bool) -> bool {
+    let Some((cookie_name, _)) = split_cookie(pair) else {
+        return false;
+    };
+    if *keep && cookie_name == name {
+        *keep = false;
+        return false;
+    }
+    cookie_name.eq_ignore_ascii_case(name)
 }
 
 /// Splits one `name=value` pair of a `Cookie` header, both parts trimmed.
@@ -300,7 +310,10 @@ mod tests {
             (b"hanko=one;hanko=two ; b=\"x y\"", Some(b"b=\"x y\"")),
             (b" hanko = tok ;a=1", Some(b"a=1")),
             (b"a=1; b=2", None),
-            (b"hankoo=tok; xhanko=tok; Hanko=tok", None),
+            (
+                b"hankoo=tok; xhanko=tok; Hanko=tok",
+                Some(b"hankoo=tok; xhanko=tok"),
+            ),
             (b"a=hanko; flag", None),
         ];
         for (header, expected) in cases {
@@ -315,12 +328,14 @@ mod tests {
 
     #[test]
     fn without_cookie_can_keep_the_first() {
-        let cases: [(&[u8], Option<&[u8]>); 4] = [
+        let cases: [(&[u8], Option<&[u8]>); 6] = [
             (
                 b"a=1; hanko=one; b=2; hanko=two",
                 Some(b"a=1; hanko=one; b=2"),
             ),
             (b"hanko=one;hanko=two;hanko=three", Some(b"hanko=one")),
+            (b"HANKO=forged; hanko=one", Some(b"hanko=one")),
+            (b"hanko=one; Hanko=forged", Some(b"hanko=one")),
             (b"a=1; hanko=one", None),
             (b"a=1", None),
         ];

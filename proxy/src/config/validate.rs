@@ -77,6 +77,24 @@ const RESERVED_HEADERS: &[&str] = &[
     "authorization",
     "cookie",
     "x-request-id",
+    // Headers that change how an upstream reads the request itself.
+    "content-type",
+    "content-encoding",
+    "expect",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The `X-Forwarded-*` names a claim may use: the identity headers
+/// oauth2-proxy sets, for upstreams written for it.
+const FORWARDED_IDENTITY_HEADERS: [&str; 4] = [
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
 ];
 
 /// Everything wrong with a config file.
@@ -749,19 +767,20 @@ fn parse_identity_header(key: &str, value: &str, problems: &mut Problems) -> Opt
     Some(name)
 }
 
-/// Reports whether `name` is one of the forwarding headers that describe
-/// the client's address or request, which the proxy sets, removes or passes
-/// from trusted proxies. A claim value there would let a user choose what
-/// the upstream takes for the client's address or scheme. Identity headers
-/// in the `X-Forwarded-*` family, such as `X-Forwarded-User`, stay allowed
-/// for upstreams written for oauth2-proxy.
+/// Reports whether `name` is a forwarding header that describes the
+/// client's connection or request, such as `X-Real-IP` or
+/// `X-Forwarded-Prefix`. A claim value there would let a user choose what
+/// the upstream takes for the client's address, scheme or path. Only the
+/// identity names of [`FORWARDED_IDENTITY_HEADERS`] stay allowed.
 fn describes_client_connection(name: &HeaderName) -> bool {
     let name = name.as_str();
+    if name.starts_with(forwarding::FORWARDED_PREFIX) {
+        return !FORWARDED_IDENTITY_HEADERS.contains(&name);
+    }
     forwarding::FORWARDING_HEADERS
         .iter()
         .any(|header| header.as_str() == name)
         || forwarding::CLIENT_ADDRESS_HEADERS.contains(&name)
-        || forwarding::TRUSTED_REQUEST_HEADERS.contains(&name)
         || forwarding::SCHEME_HEADERS.contains(&name)
 }
 
@@ -1093,16 +1112,21 @@ mod tests {
     }
 
     #[test]
-    fn claim_header_on_forwarding_header_is_rejected() {
-        let forwarding = [
+    fn claim_header_on_request_header_is_rejected() {
+        let reserved = [
             "X-Real-IP",
             "X-Forwarded-For",
             "Forwarded",
             "True-Client-IP",
             "X-Forwarded-Prefix",
+            "X-Forwarded-Uri",
+            "X-Forwarded-Client-Cert",
             "X-Scheme",
+            "Content-Type",
+            "X-HTTP-Method-Override",
+            "X-Original-URL",
         ];
-        for header in forwarding {
+        for header in reserved {
             let text = MINIMAL.replace(
                 "[[proxy.routes]]",
                 &format!(
