@@ -229,8 +229,9 @@ async fn non_superuser_migration_clears_what_it_may() {
     let output = run_migrate(&cluster.url("migrator", "second_database")).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "BYPASSRLS was kept:\n{stderr}");
-    // PostgreSQL 15 names the superuser in the message, later versions
-    // only in the detail, which sqlx does not show.
+    // PostgreSQL 15 names the superuser in the message. From 16 the message
+    // is "permission denied to alter role" and the detail, which sqlx does
+    // not show, names it (AlterRole in src/backend/commands/user.c).
     assert!(
         stderr.contains("superuser") || stderr.contains("permission denied"),
         "{stderr}"
