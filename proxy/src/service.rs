@@ -33,7 +33,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::auth::AuthError;
-use crate::auth::extract::{Extracted, TokenSource, extract, find_cookie, without_cookie};
+use crate::auth::extract::{Extracted, TokenSource, extract, without_cookie};
 use crate::auth::token::Refusal;
 use crate::config::AuthMode;
 use crate::cors::{CorsRejection, preflight_parts};
@@ -627,9 +627,9 @@ fn set_forwarding_headers(
 /// token came from it, and every session cookie, read or not. With
 /// `forward`, only the verified token passes: the first session cookie
 /// when the token came from it, and no session cookie otherwise, so the
-/// upstream never receives a token the proxy did not check. An `Authorization`
-/// header with another scheme than Bearer belongs to the upstream and
-/// stays.
+/// upstream never receives a token the proxy did not check. An
+/// `Authorization` header with another scheme than Bearer belongs to the
+/// upstream and stays.
 fn remove_token(
     upstream_request: &mut RequestHeader,
     token_source: Option<TokenSource>,
@@ -652,11 +652,9 @@ fn remove_token(
         .get_all(COOKIE)
         .iter()
         .filter_map(|value| {
-            let bytes = value.as_bytes();
-            let keeps_here = keep_first && find_cookie(bytes, cookie_name.as_bytes()).is_some();
-            let rest = without_cookie(bytes, cookie_name.as_bytes(), keeps_here);
-            keep_first &= !keeps_here;
-            let Some(rest) = rest else {
+            let Some(rest) =
+                without_cookie(value.as_bytes(), cookie_name.as_bytes(), &mut keep_first)
+            else {
                 return Some(value.clone());
             };
             changed = true;

@@ -87,7 +87,7 @@ fn from_authorization(value: &[u8]) -> Extracted<'_> {
 
 /// Returns the value of the first cookie called `name` in one `Cookie`
 /// header, without surrounding double quotes (RFC 6265 section 4.2.1).
-pub fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|byte| *byte == b';').find_map(|pair| {
         let (cookie_name, value) = split_cookie(pair)?;
         if cookie_name != name {
@@ -102,26 +102,30 @@ pub fn find_cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// Returns one `Cookie` header without the cookies called `name` in any
-/// ASCII case, or `None` when it has none to remove. With `keep_first`,
-/// the first cookie called exactly `name`, the one [`extract`] reads,
-/// stays. Other spellings always go: cookie names are case-sensitive, but
-/// some frameworks look them up without case. The other cookies keep their
-/// order and bytes, joined by `; `; the result is empty when no other
-/// cookie was sent.
-pub fn without_cookie(header: &[u8], name: &[u8], keep_first: bool) -> Option<Vec<u8>> {
-    let mut keep = keep_first;
+/// ASCII case, or `None` when it has none to remove. While `keep_first` is
+/// set, the first cookie called exactly `name`, the one [`extract`] reads,
+/// stays and clears it, so one flag serves all `Cookie` headers of a
+/// request in order. Other spellings always go: cookie names are
+/// case-sensitive, but some frameworks look them up without case. The other
+/// cookies keep their order and bytes, joined by `; `; the result is empty
+/// when no other cookie was sent.
+pub fn without_cookie(header: &[u8], name: &[u8], keep_first: &mut bool) -> Option<Vec<u8>> {
+    // A first pass without allocating, since most headers lose nothing. When
+    // it finds nothing to remove it has read every pair, so its `keep` is
+    // the final one.
+    let mut keep = *keep_first;
     let any_removed = header
         .split(|byte| *byte == b';')
         .any(|pair| is_removed(pair, name, &mut keep));
     if !any_removed {
+        *keep_first = keep;
         return None;
     }
 
     let mut remaining = Vec::with_capacity(header.len());
-    let mut keep = keep_first;
     for pair in header.split(|byte| *byte == b';') {
         let pair = pair.trim_ascii();
-        if pair.is_empty() || is_removed(pair, name, &mut keep) {
+        if pair.is_empty() || is_removed(pair, name, keep_first) {
             continue;
         }
         if !remaining.is_empty() {
@@ -318,12 +322,25 @@ mod tests {
         ];
         for (header, expected) in cases {
             assert_eq!(
-                without_cookie(header, b"hanko", false).as_deref(),
+                without_cookie(header, b"hanko", &mut false).as_deref(),
                 expected,
                 "{}",
                 String::from_utf8_lossy(header)
             );
         }
+    }
+
+    #[test]
+    fn without_cookie_keeps_one_across_headers() {
+        let mut keep = true;
+        assert_eq!(without_cookie(b"a=1", b"hanko", &mut keep), None);
+        assert!(keep, "a header without the cookie keeps nothing");
+        assert_eq!(without_cookie(b"hanko=one", b"hanko", &mut keep), None);
+        assert!(!keep, "the first cookie was kept");
+        assert_eq!(
+            without_cookie(b"hanko=two; b=2", b"hanko", &mut keep).as_deref(),
+            Some(&b"b=2"[..])
+        );
     }
 
     #[test]
@@ -341,7 +358,7 @@ mod tests {
         ];
         for (header, expected) in cases {
             assert_eq!(
-                without_cookie(header, b"hanko", true).as_deref(),
+                without_cookie(header, b"hanko", &mut true).as_deref(),
                 expected,
                 "{}",
                 String::from_utf8_lossy(header)
