@@ -184,7 +184,7 @@ async fn migration_corrects_existing_request_roles() {
 
 #[tokio::test]
 async fn non_superuser_migration_clears_what_it_may() {
-    // The README asks only for a role that may create roles and tables.
+    // The README requires only a role that may create roles and tables.
     let cluster = PgCluster::start();
     let database = cluster.create_database().await;
     let mut admin = database.admin().await;
