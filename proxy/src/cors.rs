@@ -5,7 +5,8 @@
 //! is answered by the proxy without a token, because browsers never attach
 //! credentials to it. Header values are built once at config load. The proxy
 //! does not filter requested headers one by one: it lists the allowed ones
-//! and the browser enforces the list.
+//! and the browser enforces the list. On such routes the route's policy is
+//! the only one: the upstream's own `Access-Control-*` headers are removed.
 
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
@@ -13,7 +14,7 @@ use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use http::{HeaderName, HeaderValue, Method};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Origins a route accepts.
 #[derive(Debug, Clone)]
@@ -147,6 +148,49 @@ impl CorsPolicy {
     }
 }
 
+/// Puts a CORS route's `headers` on an upstream response in place of the
+/// upstream's own CORS headers, which could allow more than the policy.
+/// `Vary: Origin` joins the upstream's `Vary` instead of replacing it, so a
+/// shared cache still keys on what the upstream named.
+///
+/// # Errors
+///
+/// Fails only when Pingora cannot store a header.
+pub fn apply_to_response(
+    response: &mut ResponseHeader,
+    headers: &[(HeaderName, HeaderValue)],
+) -> pingora::Result<()> {
+    let upstream_cors: Vec<HeaderName> = response
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in &upstream_cors {
+        response.remove_header(name);
+    }
+    for (name, value) in headers {
+        if *name != VARY {
+            response.insert_header(name.clone(), value.clone())?;
+        } else if !varies_on(response, value) {
+            response.append_header(VARY, value.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Reports whether `response` already varies on `field`, or on everything.
+fn varies_on(response: &ResponseHeader, field: &HeaderValue) -> bool {
+    let field = field.as_bytes();
+    response
+        .headers
+        .get_all(VARY)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|token| token == b"*" || token.eq_ignore_ascii_case(field))
+}
+
 /// Returns the origin and requested method when `request` is a CORS
 /// preflight.
 pub fn preflight_parts(request: &RequestHeader) -> Option<(&HeaderValue, &HeaderValue)> {
@@ -269,5 +313,87 @@ mod tests {
             .insert_header("access-control-request-method", "GET")
             .expect("header");
         assert!(preflight_parts(&request).is_some());
+    }
+
+    fn upstream_response(headers: &[(&'static str, &'static str)]) -> ResponseHeader {
+        let mut response = ResponseHeader::build(200, None).expect("response");
+        for (name, value) in headers {
+            response.append_header(*name, *value).expect("header");
+        }
+        response
+    }
+
+    fn values(response: &ResponseHeader, name: &str) -> Vec<String> {
+        response
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().expect("ASCII").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn upstream_cors_headers_are_replaced() {
+        let policy = policy(
+            AllowedOrigins::List(vec!["https://app.example.com".to_owned()]),
+            false,
+        );
+        let origin = HeaderValue::from_static("https://app.example.com");
+        let mut response = upstream_response(&[
+            ("vary", "Cookie, Accept-Encoding"),
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("access-control-allow-headers", "x-secret"),
+        ]);
+
+        apply_to_response(&mut response, &policy.response_headers(&origin)).expect("applied");
+
+        assert_eq!(
+            values(&response, "access-control-allow-origin"),
+            ["https://app.example.com"]
+        );
+        assert!(values(&response, "access-control-allow-credentials").is_empty());
+        assert!(values(&response, "access-control-allow-headers").is_empty());
+        assert_eq!(
+            values(&response, "access-control-expose-headers"),
+            ["x-request-id"]
+        );
+        assert_eq!(
+            values(&response, "vary"),
+            ["Cookie, Accept-Encoding", "Origin"]
+        );
+    }
+
+    #[test]
+    fn refused_origin_gets_no_cors_headers() {
+        let policy = policy(
+            AllowedOrigins::List(vec!["https://app.example.com".to_owned()]),
+            true,
+        );
+        let other = HeaderValue::from_static("https://evil.example.com");
+        let mut response = upstream_response(&[
+            ("access-control-allow-origin", "https://evil.example.com"),
+            ("access-control-allow-credentials", "true"),
+            ("content-type", "application/json"),
+        ]);
+
+        apply_to_response(&mut response, &policy.response_headers(&other)).expect("applied");
+
+        let names: Vec<&str> = response.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type"]);
+    }
+
+    #[test]
+    fn vary_is_not_repeated() {
+        let policy = policy(
+            AllowedOrigins::List(vec!["https://app.example.com".to_owned()]),
+            false,
+        );
+        let origin = HeaderValue::from_static("https://app.example.com");
+        for existing in ["origin", "Accept, ORIGIN", "*"] {
+            let mut response = upstream_response(&[("vary", existing)]);
+            apply_to_response(&mut response, &policy.response_headers(&origin)).expect("applied");
+            assert_eq!(values(&response, "vary"), [existing], "{existing}");
+        }
     }
 }

@@ -38,6 +38,8 @@ pub enum Rejection {
     ClientTimeout,
     /// More than one `Authorization` header.
     DuplicateAuthorization,
+    /// An HTTP/1.1 request without a `Host` header.
+    MissingHost,
     /// A protected route and no token.
     MissingToken,
     /// The token failed a check.
@@ -75,7 +77,10 @@ impl Rejection {
     /// Returns the HTTP status.
     pub fn status(self) -> u16 {
         match self {
-            Self::BadPath(_) | Self::BadRequest | Self::DuplicateAuthorization => 400,
+            Self::BadPath(_)
+            | Self::BadRequest
+            | Self::DuplicateAuthorization
+            | Self::MissingHost => 400,
             Self::MissingToken | Self::InvalidToken(_) => 401,
             Self::CorsRefused(_) => 403,
             Self::NoRoute => 404,
@@ -96,6 +101,7 @@ impl Rejection {
             Self::BadRequest => "bad_request",
             Self::ClientTimeout => "client_timeout",
             Self::DuplicateAuthorization => "duplicate_authorization",
+            Self::MissingHost => "missing_host",
             Self::MissingToken => "missing_token",
             Self::InvalidToken(refusal) => refusal.as_str(),
             Self::CorsRefused(CorsRejection::Origin) => "cors_origin_not_allowed",
@@ -137,6 +143,7 @@ impl Rejection {
             Self::DuplicateAuthorization => {
                 "The request has more than one Authorization header; send one.".to_owned()
             }
+            Self::MissingHost => "An HTTP/1.1 request must have a Host header.".to_owned(),
             Self::MissingToken => {
                 "This resource needs a Hanko session token in the Authorization header or the session cookie.".to_owned()
             }

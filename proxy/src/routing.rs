@@ -4,7 +4,9 @@
 //! percent-encoded unreserved characters decoded (RFC 3986 sections 6.2.2 and
 //! 5.2.4). Paths that would mean different things to the proxy and to the
 //! upstream are rejected instead of guessed at: climbing above the root, an
-//! encoded `/` or `\`, a raw backslash, a NUL or another control character.
+//! encoded `/` or `\`, a raw backslash, a NUL or another control character,
+//! and a `.` or `..` segment with parameters (`/..;x/`), which servlet
+//! containers resolve as a dot segment and other servers do not.
 //! Prefixes match whole segments, the longest prefix wins, and the query
 //! string never takes part. Peers are chosen round-robin; a peer that
 //! refused a connection is skipped for a short hold-down time.
@@ -28,21 +30,24 @@ const PEER_HOLD_DOWN: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     /// The path does not start with `/`.
-    #[error("the request path must start with /")]
+    #[error("The request path must start with /")]
     NotAbsolute,
     /// `..` would climb above the root.
-    #[error("the request path climbs above the root")]
+    #[error("The request path climbs above the root")]
     AboveRoot,
     /// An encoded `/` or `\`, which proxy and upstream could split differently.
-    #[error("the request path contains an encoded / or \\")]
+    #[error("The request path contains an encoded / or \\")]
     EncodedSeparator,
     /// A raw backslash, NUL or other control character.
-    #[error("the request path contains a backslash or a control character")]
+    #[error("The request path contains a backslash or a control character")]
     ForbiddenByte,
     /// A `%` not followed by two hex digits, or an encoded NUL or control
     /// character.
-    #[error("the request path has an invalid percent-encoding")]
+    #[error("The request path has an invalid percent-encoding")]
     BadEncoding,
+    /// A `.` or `..` segment followed by `;` parameters.
+    #[error("The request path has a . or .. segment with ; parameters")]
+    DotSegmentParameters,
 }
 
 /// Normalises a request path (without the query string).
@@ -63,11 +68,17 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     {
         return Err(PathError::ForbiddenByte);
     }
+    if path.contains(';') && has_dot_segment_parameters(path) {
+        return Err(PathError::DotSegmentParameters);
+    }
     if is_normal(path) {
         return Ok(Cow::Borrowed(path));
     }
 
     let decoded = decode_unreserved(path)?;
+    if has_dot_segment_parameters(&decoded) {
+        return Err(PathError::DotSegmentParameters);
+    }
     let ends_with_slash = decoded.ends_with('/');
     let mut segments: Vec<&str> = Vec::new();
     let mut last_was_dot = false;
@@ -95,6 +106,13 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         normal.push('/');
     }
     Ok(Cow::Owned(normal))
+}
+
+/// Reports whether a segment of `path` is `.` or `..` followed by `;`
+/// parameters, like `..;jsessionid=1`.
+fn has_dot_segment_parameters(path: &str) -> bool {
+    path.split('/')
+        .any(|segment| matches!(segment.split_once(';'), Some(("." | "..", _))))
 }
 
 /// Reports whether `path` needs no change: no `%`, no empty segment except
@@ -289,11 +307,11 @@ impl Route {
     }
 
     fn matches(&self, host: Option<&str>, method: &Method, path: &str) -> bool {
-        let method_allowed = self
-            .config
-            .methods
-            .as_ref()
-            .is_none_or(|methods| methods.contains(method));
+        let method_allowed = self.config.methods.as_ref().is_none_or(|methods| {
+            methods
+                .iter()
+                .any(|allowed| method_matches(allowed, method))
+        });
         method_allowed && self.matches_host_and_path(host, path)
     }
 
@@ -305,6 +323,17 @@ impl Route {
         }
         prefix_matches(&self.config.path_prefix, path)
     }
+}
+
+/// Reports whether a route that lists `allowed` takes `method`.
+///
+/// Method names are case-sensitive, but some frameworks upper-case them and
+/// most run their GET handler for HEAD. Matching the way those upstreams
+/// read the request keeps `delete` or `HEAD` from landing on a route with
+/// weaker authentication than the one for `DELETE` or `GET`.
+fn method_matches(allowed: &Method, method: &Method) -> bool {
+    allowed.as_str().eq_ignore_ascii_case(method.as_str())
+        || (*allowed == Method::GET && method.as_str().eq_ignore_ascii_case("HEAD"))
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -374,6 +403,9 @@ impl Router {
             .flatten()
             .map(Method::as_str)
             .collect();
+        if allowed.contains(&"GET") {
+            allowed.push("HEAD");
+        }
         allowed.sort_unstable();
         allowed.dedup();
         allowed
@@ -500,6 +532,24 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_with_parameters_are_rejected() {
+        for path in [
+            "/public/..;/api/x",
+            "/public/..;jsessionid=1/api",
+            "/api/.;x/v1",
+            "/public/%2e%2e;/api",
+            "/public/%2E;x",
+            "/..;",
+        ] {
+            assert_eq!(normal(path), Err(PathError::DotSegmentParameters), "{path}");
+        }
+        // Parameters on other segments, and an encoded `;`, are plain data.
+        assert_eq!(normal("/api;v=1/x"), Ok("/api;v=1/x".to_owned()));
+        assert_eq!(normal("/api/x..;y"), Ok("/api/x..;y".to_owned()));
+        assert_eq!(normal("/api/..%3b/x"), Ok("/api/..%3B/x".to_owned()));
+    }
+
+    #[test]
     fn relative_path_is_rejected() {
         assert_eq!(normal("api"), Err(PathError::NotAbsolute));
         assert_eq!(normal("*"), Err(PathError::NotAbsolute));
@@ -588,6 +638,19 @@ mod tests {
     }
 
     #[test]
+    fn method_matches_any_case_and_head() {
+        let router = Router::new(vec![route("/api", None, Some(&["GET", "DELETE"]))]);
+        for method in [&b"get"[..], b"Delete", b"HEAD", b"head"] {
+            let method = Method::from_bytes(method).expect("a method");
+            assert!(router.find(None, &method, "/api").is_some(), "{method}");
+        }
+        for method in [&b"POST"[..], b"DELETES", b"OPTIONS"] {
+            let method = Method::from_bytes(method).expect("a method");
+            assert!(router.find(None, &method, "/api").is_none(), "{method}");
+        }
+    }
+
+    #[test]
     fn allowed_methods_merge_matching_routes() {
         let router = Router::new(vec![
             route("/api", None, Some(&["POST", "GET"])),
@@ -598,11 +661,11 @@ mod tests {
 
         assert_eq!(
             router.allowed_methods(None, "/api/x"),
-            ["GET", "POST", "PUT"]
+            ["GET", "HEAD", "POST", "PUT"]
         );
         assert_eq!(
             router.allowed_methods(Some("admin.example.com"), "/api/x"),
-            ["DELETE", "GET", "POST", "PUT"]
+            ["DELETE", "GET", "HEAD", "POST", "PUT"]
         );
         assert!(router.allowed_methods(None, "/nowhere").is_empty());
     }

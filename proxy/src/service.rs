@@ -25,18 +25,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::header::{ALLOW, AUTHORIZATION, COOKIE, HOST, ORIGIN};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method, Version};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::auth::AuthError;
 use crate::auth::extract::{Extracted, TokenSource, extract, without_cookie};
 use crate::auth::token::Refusal;
 use crate::config::AuthMode;
-use crate::cors::{CorsRejection, preflight_parts};
+use crate::cors::{self, CorsRejection, preflight_parts};
 use crate::error::{Rejection, respond};
 use crate::forwarding::{
     Client, FORWARDED, X_FORWARDED_FOR, X_FORWARDED_HOST, X_REAL_IP, trusted_scheme,
@@ -90,7 +90,9 @@ pub struct RequestContext {
     /// The path sent upstream, when it differs from the request's raw target.
     upstream_target: Option<String>,
     peer: Option<usize>,
-    tried_peers: Vec<usize>,
+    /// Peers this request could not connect to. A peer whose pooled
+    /// connection broke stays eligible: the retry takes a fresh connection.
+    failed_peers: Vec<usize>,
     identity: Option<Arc<Identity>>,
     token_source: Option<TokenSource>,
     token_from_cache: bool,
@@ -142,6 +144,11 @@ impl EdgeProxy {
     ) -> Result<Option<Vec<(HeaderName, HeaderValue)>>, Rejection> {
         if !request.raw_path_is_utf8() {
             return Err(Rejection::BadPath(PathError::ForbiddenByte));
+        }
+        // RFC 9112 section 3.2: without Host, host-limited routes could be
+        // skipped for ones meant for any host.
+        if request.version == Version::HTTP_11 && !request.headers.contains_key(HOST) {
+            return Err(Rejection::MissingHost);
         }
         let path = normalize_path(request.uri.path()).map_err(Rejection::BadPath)?;
         let host = request_host(request);
@@ -281,7 +288,7 @@ impl ProxyHttp for EdgeProxy {
             route: None,
             upstream_target: None,
             peer: None,
-            tried_peers: Vec::new(),
+            failed_peers: Vec::new(),
             identity: None,
             token_source: None,
             token_from_cache: false,
@@ -341,10 +348,11 @@ impl ProxyHttp for EdgeProxy {
             .route
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no route chosen"))?;
         let route = ctx.runtime.router.get(index);
-        let peer_index = route
-            .pick_peer(&ctx.tried_peers)
-            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "every upstream peer failed"))?;
-        ctx.tried_peers.push(peer_index);
+        let Some(peer_index) = route.pick_peer(&ctx.failed_peers) else {
+            let mut error = Error::explain(ErrorType::ConnectError, "every upstream peer failed");
+            error.esource = ErrorSource::Upstream;
+            return Err(error);
+        };
         ctx.peer = Some(peer_index);
         ctx.upstream_started.get_or_insert_with(Instant::now);
 
@@ -367,7 +375,8 @@ impl ProxyHttp for EdgeProxy {
         if let (Some(route), Some(peer)) = (ctx.route, ctx.peer) {
             let route = ctx.runtime.router.get(route);
             route.mark_peer_failed(peer);
-            let untried = route.peer_count() > ctx.tried_peers.len();
+            ctx.failed_peers.push(peer);
+            let untried = route.peer_count() > ctx.failed_peers.len();
             error.set_retry(untried);
         }
         error
@@ -421,8 +430,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> pingora::Result<()> {
         ctx.upstream_latency = ctx.upstream_started.map(|started| started.elapsed());
         upstream_response.insert_header(REQUEST_ID_NAME, ctx.request_id.clone())?;
-        for (name, value) in &ctx.cors_headers {
-            upstream_response.insert_header(name.clone(), value.clone())?;
+        let cors_route = ctx
+            .route
+            .is_some_and(|index| ctx.runtime.router.get(index).config.cors.is_some());
+        if cors_route {
+            cors::apply_to_response(upstream_response, &ctx.cors_headers)?;
         }
         Ok(())
     }
@@ -548,14 +560,31 @@ async fn write_preflight(
     Ok(true)
 }
 
-/// Returns the request's host without port, from `Host` or the URI.
+/// Returns the request's host without port and trailing dot, from `Host`
+/// or, for an HTTP/1.0 request without it, an absolute-form target.
+/// Pingora has already refused a `Host` that differs from the target's.
 fn request_host(request: &RequestHeader) -> Option<&str> {
-    request
-        .headers
-        .get(HOST)
-        .and_then(|value| value.to_str().ok())
-        .or_else(|| request.uri.host())
-        .map(host_without_port)
+    let host = match request.headers.get(HOST) {
+        Some(value) => value.to_str().ok()?,
+        None => absolute_form_authority(request.raw_path())?,
+    };
+    let host = host_without_port(host);
+    Some(host.strip_suffix('.').unwrap_or(host))
+}
+
+/// Returns the authority of an `http://` or `https://` absolute-form target.
+fn absolute_form_authority(target: &[u8]) -> Option<&str> {
+    let scheme_end = target.windows(3).position(|window| window == b"://")?;
+    let scheme = &target[..scheme_end];
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return None;
+    }
+    let rest = &target[scheme_end + 3..];
+    let end = rest
+        .iter()
+        .position(|byte| matches!(byte, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Returns the target to send upstream when it differs from the raw one:

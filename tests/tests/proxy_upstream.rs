@@ -1,14 +1,17 @@
 //! edge-proxy upstream handling against the real binary: refused and silent
-//! upstreams, round-robin with a failed peer skipped, prefix stripping and
-//! host and method matching.
+//! upstreams, a broken pooled connection, round-robin with a failed peer
+//! skipped, prefix stripping and host and method matching.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hanko_edge_tests::echo::{EchoServer, Echoed};
 use hanko_edge_tests::edge_proxy::{ProxyStack, test_client};
-use hanko_edge_tests::process::free_loopback_addr;
+use hanko_edge_tests::process::{bind_loopback, free_loopback_addr};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn problem(response: reqwest::Response) -> (u16, Option<String>, Value) {
     let status = response.status().as_u16();
@@ -110,6 +113,78 @@ async fn peers_rotate_and_a_refusing_peer_is_skipped() {
     }
 }
 
+/// Starts an upstream that answers the first request on each connection
+/// with keep-alive, then closes the connection when a second request
+/// arrives on it, the way a server that timed the connection out at that
+/// moment would. Returns its address and how many connections it accepted.
+async fn start_one_request_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let (listener, addr) = bind_loopback().await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                // The next request is read, then left without an answer.
+                let _ = stream.read(&mut buffer).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn broken_pooled_connection_is_retried() {
+    let (upstream, accepted) = start_one_request_upstream().await;
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/once\"\nupstream = \"{upstream}\"\nauth = \"none\""
+        ))
+    })
+    .await;
+
+    for attempt in 0..3 {
+        let response = stack.get("/once/x").await;
+        let status = response.status().as_u16();
+        let body = response.text().await.expect("body");
+        assert_eq!(status, 200, "GET {attempt}: {body}");
+        assert_eq!(body, "{\"ok\":true}", "GET {attempt}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "each GET after the first found its pooled connection broken and took a fresh one"
+    );
+
+    // A POST is not repeated: the upstream may have acted on it. The first
+    // one gets the connection the last GET left in the pool, the second a
+    // fresh one.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let response = stack
+            .client
+            .post(stack.proxy.url("/once/x"))
+            .body("{}")
+            .send()
+            .await
+            .expect("proxy answers");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [502, 200]);
+}
+
 #[tokio::test]
 async fn strip_prefix_sends_the_rest_of_the_path() {
     let upstream = EchoServer::start().await;
@@ -182,7 +257,7 @@ async fn unaccepted_method_gets_405_with_allow() {
                 "path_prefix = \"/writes\"\nmethods = [\"PUT\", \"POST\"]\nupstream = \"{upstream}\"\nauth = \"required\""
             ))
             .route(&format!(
-                "path_prefix = \"/writes\"\nmethods = [\"POST\", \"PATCH\"]\nupstream = \"{upstream}\"\nauth = \"required\""
+                "path_prefix = \"/writes\"\nmethods = [\"PATCH\"]\nupstream = \"{upstream}\"\nauth = \"required\""
             ))
     })
     .await;
@@ -242,4 +317,90 @@ async fn admin_endpoints_answer() {
             .expect("admin answers");
         assert_eq!(response.status().as_u16(), status, "{path}");
     }
+}
+
+#[tokio::test]
+async fn method_case_and_head_reach_guarded_route() {
+    let guarded = EchoServer::start_named("guarded").await;
+    let guarded_addr = guarded.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/public\"\nmethods = [\"GET\", \"DELETE\"]\nupstream = \"{guarded_addr}\"\nauth = \"required\""
+        ))
+    })
+    .await;
+
+    // Frameworks that upper-case the method, or answer HEAD with the GET
+    // handler, would run these as the guarded DELETE and GET.
+    for method in ["delete", "Delete", "HEAD", "get"] {
+        let request = format!(
+            "{method} /public/x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            stack.proxy.addr()
+        );
+        let response = stack.proxy.raw_request(request.as_bytes()).await;
+        assert_eq!(response.status, 401, "{method}");
+    }
+    assert_eq!(stack.upstream.request_count(), 0);
+    assert_eq!(guarded.request_count(), 0);
+
+    // Methods the guarded route leaves out still take the open route.
+    let post = stack
+        .client
+        .post(stack.proxy.url("/public/x"))
+        .body("{}")
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(post.status(), 200);
+}
+
+#[tokio::test]
+async fn host_limited_route_cannot_be_skipped() {
+    let admin = EchoServer::start_named("admin").await;
+    let admin_addr = admin.addr();
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/public\"\nhost = \"admin.example.com\"\nupstream = \"{admin_addr}\"\nauth = \"required\""
+        ))
+    })
+    .await;
+
+    let cases: [(&[u8], u16); 5] = [
+        // HTTP/1.1 requires Host (RFC 9112 section 3.2).
+        (b"GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        // HTTP/1.0 may leave Host out; the absolute-form target names it.
+        (
+            b"GET http://admin.example.com/public/x HTTP/1.0\r\n\r\n",
+            401,
+        ),
+        (
+            b"GET HTTP://Admin.Example.com:80/public/x HTTP/1.0\r\n\r\n",
+            401,
+        ),
+        // A trailing dot names the same host.
+        (
+            b"GET /public/x HTTP/1.1\r\nHost: admin.example.com.\r\nConnection: close\r\n\r\n",
+            401,
+        ),
+        (
+            b"GET /public/x HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+    ];
+    for (request, status) in cases {
+        let response = stack.proxy.raw_request(request).await;
+        assert_eq!(
+            response.status,
+            status,
+            "{}: {}",
+            String::from_utf8_lossy(request),
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+    assert_eq!(admin.request_count(), 0);
+    assert_eq!(
+        stack.upstream.request_count(),
+        1,
+        "only the other host got through"
+    );
 }

@@ -238,23 +238,23 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
         );
     }
     let mut routes = Vec::with_capacity(file.routes.len());
-    let mut seen_routes = HashSet::new();
+    let mut route_indexes = Vec::with_capacity(file.routes.len());
     for (index, route) in file.routes.into_iter().enumerate() {
         let key = format!("proxy.routes[{index}]");
         if let Some(route) = validate_route(&key, route, &mut problems) {
-            let identity = (
-                route.path_prefix.clone(),
-                route.host.clone(),
-                route.methods.clone(),
-            );
-            if !seen_routes.insert(identity) {
+            if let Some(other) = routes.iter().position(|seen| routes_overlap(seen, &route)) {
                 problems.add(
                     &format!("{key}.path_prefix"),
                     &route.path_prefix,
-                    "another route has the same path_prefix, host and methods",
+                    format!(
+                        "proxy.routes[{}] has the same path_prefix and host and takes some of the same methods; \
+                         which one applies would depend on their order",
+                        route_indexes[other]
+                    ),
                 );
             }
             routes.push(route);
+            route_indexes.push(index);
         }
     }
 
@@ -820,8 +820,17 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
 
     let host = file.host.map(|host| {
         let lower = host.to_ascii_lowercase();
+        let ipv6 = lower.starts_with('[') && lower.ends_with(']');
         if lower.is_empty() || lower.contains(['/', ' ', '@']) {
             problems.add(&format!("{key}.host"), &host, "is not a host name");
+        } else if (lower.contains(':') && !ipv6) || lower.ends_with('.') {
+            // Requests are matched on their host without port and trailing
+            // dot, so such a route would never match.
+            problems.add(
+                &format!("{key}.host"),
+                &host,
+                "must be a host name without port or trailing dot",
+            );
         }
         lower
     });
@@ -953,6 +962,25 @@ fn validate_rate_limit(
         burst: burst?,
     })
     .filter(|_| rate_ok)
+}
+
+/// Reports whether two routes would compete for the same requests: the same
+/// prefix and host, and either both without a method list or with lists
+/// that share a method.
+fn routes_overlap(first: &RouteConfig, second: &RouteConfig) -> bool {
+    if first.path_prefix != second.path_prefix || first.host != second.host {
+        return false;
+    }
+    match (&first.methods, &second.methods) {
+        (None, None) => true,
+        (Some(first), Some(second)) => first.iter().any(|method| {
+            second.contains(method)
+                || (*method == Method::GET && second.contains(&Method::HEAD))
+                || (*method == Method::HEAD && second.contains(&Method::GET))
+        }),
+        // A route with a method list is tried before one without.
+        _ => false,
+    }
 }
 
 fn parse_method(value: &str) -> Option<Method> {
@@ -1571,7 +1599,50 @@ mod tests {
             .expect("route text")
             .to_owned();
         let text = format!("{MINIMAL}\n[[proxy.routes]]{route}");
-        assert_rejected(&text, "another route has the same");
+        assert_rejected(&text, "proxy.routes[0] has the same path_prefix and host");
+    }
+
+    #[test]
+    fn host_with_port_is_rejected() {
+        for host in ["app.example.com:8443", "app.example.com.", "[::1]:80"] {
+            let text = format!("{MINIMAL}host = \"{host}\"\n");
+            assert_rejected(&text, "without port or trailing dot");
+        }
+        for host in ["App.Example.com", "[::1]", "127.0.0.1"] {
+            let text = format!("{MINIMAL}host = \"{host}\"\n");
+            Config::from_toml(&text).unwrap_or_else(|error| panic!("{host}: {error}"));
+        }
+    }
+
+    #[test]
+    fn routes_sharing_a_method_are_rejected() {
+        let route = MINIMAL
+            .split("[[proxy.routes]]")
+            .nth(1)
+            .expect("route text")
+            .to_owned();
+        let with_methods = |methods: &str| format!("{route}methods = {methods}\n");
+        for (first, second) in [
+            ("[\"GET\", \"POST\"]", "[\"POST\"]"),
+            ("[\"GET\"]", "[\"HEAD\"]"),
+        ] {
+            let text = format!(
+                "{MINIMAL}methods = {first}\n[[proxy.routes]]{}",
+                with_methods(second)
+            );
+            assert_rejected(&text, "takes some of the same methods");
+        }
+
+        // Disjoint method lists, or one route without a list, are fine.
+        for (first, second) in [("[\"GET\"]", "[\"POST\"]"), ("[\"DELETE\"]", "")] {
+            let second = if second.is_empty() {
+                route.clone()
+            } else {
+                with_methods(second)
+            };
+            let text = format!("{MINIMAL}methods = {first}\n[[proxy.routes]]{second}");
+            Config::from_toml(&text).unwrap_or_else(|error| panic!("{first}: {error}"));
+        }
     }
 
     #[test]
