@@ -47,13 +47,14 @@ const POSTGRES_OS_USER: &str = "postgres";
 const START_ATTEMPTS: usize = 3;
 
 /// Stops the server and removes the temp dir once stdin reaches EOF.
-/// Arguments: pg_ctl path, data dir, base dir, OS user (empty for none).
-/// Signals are ignored so Ctrl-C on the test run cannot skip the cleanup.
+/// Arguments: pg_ctl path, data dir, base dir, OS user (empty for none),
+/// runuser path. Signals are ignored so Ctrl-C on the test run cannot skip
+/// the cleanup.
 const WATCHDOG_SCRIPT: &str = r#"
 trap '' INT TERM HUP
-pg_ctl=$1 data=$2 base=$3 user=$4
+pg_ctl=$1 data=$2 base=$3 user=$4 runuser=$5
 cat >/dev/null
-run() { if [ -n "$user" ]; then runuser -u "$user" -- "$@"; else "$@"; fi; }
+run() { if [ -n "$user" ]; then "$runuser" -u "$user" -- "$@"; else "$@"; fi; }
 if [ -f "$data/postmaster.pid" ]; then
     run "$pg_ctl" stop -D "$data" -m fast -w -t 30 >/dev/null 2>&1 ||
         run "$pg_ctl" stop -D "$data" -m immediate -w -t 30 >/dev/null 2>&1
@@ -259,7 +260,7 @@ impl PgCluster {
     fn pg_command(&self, program: &str) -> Command {
         let program = self.bin_dir.join(program);
         if self.run_as_postgres {
-            let mut command = Command::new("runuser");
+            let mut command = Command::new(runuser());
             command.args(["-u", POSTGRES_OS_USER, "--"]).arg(program);
             command
         } else {
@@ -281,6 +282,7 @@ impl PgCluster {
             .arg(&self.data_dir)
             .arg(&self.base_dir)
             .arg(user)
+            .arg(runuser())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -538,4 +540,15 @@ fn run_checked(command: &mut Command, what: &str) {
             String::from_utf8_lossy(&output.stderr),
         );
     }
+}
+
+/// Finds `runuser`, which lives in /usr/sbin and so is missing from the
+/// PATH of many non-login root shells (`su` without `-`, cron).
+fn runuser() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join("runuser"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("runuser"))
 }

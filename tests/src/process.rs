@@ -28,19 +28,25 @@ const LOG_TAIL_BYTES: u64 = 8 * 1024;
 /// be given one port. The second cannot listen, so its test would talk to
 /// the first one's proxy, which has other keys and routes.
 pub fn free_loopback_addr() -> SocketAddr {
-    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     loop {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0 must work");
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let mut handed_out = HANDED_OUT
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if handed_out.insert(addr.port()) {
+        if claim_port(addr.port()) {
             return addr;
         }
     }
+}
+
+/// Records `port` as used by this test process. Returns false when it was
+/// already handed out or bound, here or by an in-process stand-in.
+fn claim_port(port: u16) -> bool {
+    static CLAIMED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    CLAIMED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(port)
 }
 
 /// Binds a listener for an in-process stand-in to a free loopback port and
@@ -50,13 +56,19 @@ pub fn free_loopback_addr() -> SocketAddr {
 ///
 /// Panics when no loopback port can be bound.
 pub async fn bind_loopback() -> (tokio::net::TcpListener, SocketAddr) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding 127.0.0.1:0 must work");
-    let addr = listener
-        .local_addr()
-        .expect("a bound listener has an address");
-    (listener, addr)
+    // A port handed to a child process may be free again until the child
+    // binds it, and a stand-in that took it would respond in its place.
+    loop {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding 127.0.0.1:0 must work");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        if claim_port(addr.port()) {
+            return (listener, addr);
+        }
+    }
 }
 
 /// Returns the path of a workspace binary built in the same profile as the

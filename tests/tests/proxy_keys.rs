@@ -301,4 +301,11 @@ async fn token_cache_can_be_turned_off() {
     for _ in 0..3 {
         assert_eq!(status_with_token(&stack.client, &url, &token).await, 200);
     }
+    // With the cache on, the second and third request would be hits.
+    let hits = "edge_proxy_token_cache_lookups_total{result=\"hit\"}";
+    assert_eq!(stack.proxy.metric(hits).await, 0.0);
+    assert_eq!(
+        stack.proxy.metric("edge_proxy_token_cache_entries").await,
+        0.0
+    );
 }
