@@ -863,7 +863,7 @@ fn validate_route(key: &str, file: RouteFile, problems: &mut Problems) -> Option
     for (index, value) in upstream_values.iter().enumerate() {
         let upstream_key = format!("{key}.upstream[{index}]");
         match resolve_upstream(value) {
-            Ok(address) => upstreams.push(address),
+            Ok(addresses) => upstreams.extend(addresses),
             Err(problem) => problems.add(&upstream_key, value, problem),
         }
     }
@@ -991,9 +991,11 @@ fn parse_method(value: &str) -> Option<Method> {
 }
 
 /// Resolves `host:port` once at load time, so requests never wait on DNS.
-fn resolve_upstream(value: &str) -> Result<SocketAddr, String> {
+/// Every address becomes a peer: `localhost` gives `::1` and `127.0.0.1`,
+/// and a service may listen on only one of them.
+fn resolve_upstream(value: &str) -> Result<Vec<SocketAddr>, String> {
     if let Ok(address) = value.parse::<SocketAddr>() {
-        return Ok(address);
+        return Ok(vec![address]);
     }
     let Some((host, port)) = value.rsplit_once(':') else {
         return Err("is not host:port".to_owned());
@@ -1002,9 +1004,14 @@ fn resolve_upstream(value: &str) -> Result<SocketAddr, String> {
         return Err("is not host:port".to_owned());
     }
     match value.to_socket_addrs() {
-        Ok(mut addresses) => addresses
-            .next()
-            .ok_or_else(|| "resolves to no address".to_owned()),
+        Ok(addresses) => {
+            let addresses: Vec<SocketAddr> = addresses.collect();
+            if addresses.is_empty() {
+                Err("resolves to no address".to_owned())
+            } else {
+                Ok(addresses)
+            }
+        }
         Err(error) => Err(format!("cannot be resolved ({error})")),
     }
 }
@@ -1600,6 +1607,18 @@ mod tests {
             .to_owned();
         let text = format!("{MINIMAL}\n[[proxy.routes]]{route}");
         assert_rejected(&text, "proxy.routes[0] has the same path_prefix and host");
+    }
+
+    #[test]
+    fn upstream_name_gives_every_address() {
+        let text = MINIMAL.replace("127.0.0.1:8081", "localhost:8081");
+        let config = Config::from_toml(&text).expect("valid");
+        let resolved: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs("localhost:8081")
+                .expect("localhost resolves")
+                .collect();
+        assert!(!resolved.is_empty());
+        assert_eq!(config.routes[0].upstreams, resolved);
     }
 
     #[test]
