@@ -378,13 +378,30 @@ mod tests {
         assert!(error.contains("audience"), "{error}");
     }
 
+    /// Returns `count` distinct loopback ports that were free a moment ago.
+    fn free_ports(count: usize) -> Vec<u16> {
+        // All listeners stay open until every port is read, so no port is
+        // returned twice.
+        let listeners: Vec<TcpListener> = (0..count)
+            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        listeners
+            .iter()
+            .map(|listener| listener.local_addr().expect("addr").port())
+            .collect()
+    }
+
     #[test]
     fn taken_port_is_named_with_its_key() {
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = taken.local_addr().expect("addr").port();
+        // Every other listener gets a free port, because the check stops at
+        // the first taken one and a running stack listens on the default ports.
+        let ports = free_ports(3);
+        let (proxy, admin, hanko) = (ports[0], ports[1], ports[2]);
         let text = config(
-            "",
-            "hanko_api_url = \"http://127.0.0.1:1\"\naudience = \"a\"",
+            &format!("listen = \"127.0.0.1:{proxy}\"\nadmin_listen = \"127.0.0.1:{admin}\""),
+            &format!("hanko_api_url = \"http://127.0.0.1:{hanko}\"\naudience = \"a\""),
             &format!("listen = \"127.0.0.1:{port}\""),
         );
         let parsed = StackConfig::parse(&text).expect("parses");
