@@ -151,18 +151,20 @@ pub struct ValidatedClaims {
 }
 
 impl ValidatedClaims {
-    /// Converts token claims into the response form.
-    pub fn from_claims(claims: &Claims) -> Self {
-        Self {
+    /// Converts token claims into the response form, or returns `None` when
+    /// `iat` or `exp` is outside the years 0000 to 9999, which RFC 3339
+    /// cannot express.
+    pub fn from_claims(claims: &Claims) -> Option<Self> {
+        Some(Self {
             subject: claims.sub.clone(),
-            issued_at: Some(rfc3339(claims.iat)),
-            expiration: rfc3339(claims.exp),
+            issued_at: Some(rfc3339(claims.iat)?),
+            expiration: rfc3339(claims.exp)?,
             audience: claims.aud.clone(),
             issuer: claims.iss.clone(),
             email: claims.email.clone(),
             username: claims.username.clone(),
             session_id: claims.session_id.clone(),
-        }
+        })
     }
 }
 
@@ -175,12 +177,12 @@ pub fn unix_seconds(time: SystemTime) -> i64 {
 }
 
 /// Formats Unix seconds as an RFC 3339 UTC timestamp, as Go's JSON encoder
-/// writes `time.Time`; out-of-range values fall back to the epoch.
-fn rfc3339(seconds: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(seconds)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .format(&Rfc3339)
-        .expect("every in-range UTC time formats as RFC 3339")
+/// writes `time.Time`, or returns `None` outside the years 0000 to 9999.
+fn rfc3339(seconds: i64) -> Option<String> {
+    // `from_unix_timestamp` accepts negative years, which `format` then
+    // rejects, so both steps can fail.
+    let time = OffsetDateTime::from_unix_timestamp(seconds).ok()?;
+    time.format(&Rfc3339).ok()
 }
 
 #[cfg(test)]
@@ -246,7 +248,7 @@ mod tests {
         let mut request = TokenRequest::new(subject());
         request.issued_at = Some(UNIX_EPOCH + Duration::from_secs(1_767_225_600));
         request.email = Some("ada@example.com".to_owned());
-        let validated = ValidatedClaims::from_claims(&request.claims());
+        let validated = ValidatedClaims::from_claims(&request.claims()).expect("times in range");
         let json = serde_json::to_value(&validated).expect("claims serialize");
 
         assert_eq!(json["subject"], "c1a7e9d2-4b3f-4e8a-a1b2-c3d4e5f60718");
@@ -256,5 +258,33 @@ mod tests {
         assert_eq!(json["email"]["address"], "ada@example.com");
         assert!(json.get("issuer").is_none());
         assert!(json.get("username").is_none());
+    }
+
+    #[test]
+    fn rfc3339_covers_years_0000_to_9999() {
+        // 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+        let first = -62_167_219_200;
+        let last = 253_402_300_799;
+
+        assert_eq!(rfc3339(first).as_deref(), Some("0000-01-01T00:00:00Z"));
+        assert_eq!(rfc3339(last).as_deref(), Some("9999-12-31T23:59:59Z"));
+        assert_eq!(rfc3339(first - 1), None);
+        assert_eq!(rfc3339(last + 1), None);
+        assert_eq!(rfc3339(-100_000_000_000), None);
+        assert_eq!(rfc3339(i64::MIN), None);
+        assert_eq!(rfc3339(i64::MAX), None);
+    }
+
+    #[test]
+    fn out_of_range_times_give_no_validated_claims() {
+        let in_range = TokenRequest::new(subject()).claims();
+        let mut early_iat = in_range.clone();
+        early_iat.iat = -100_000_000_000;
+        let mut late_exp = in_range.clone();
+        late_exp.exp = 253_402_300_800;
+
+        assert!(ValidatedClaims::from_claims(&in_range).is_some());
+        assert_eq!(ValidatedClaims::from_claims(&early_iat), None);
+        assert_eq!(ValidatedClaims::from_claims(&late_exp), None);
     }
 }

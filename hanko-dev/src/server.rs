@@ -110,25 +110,32 @@ struct ValidateResponse {
 
 impl ValidateResponse {
     fn from_verdict(verdict: Verdict) -> Self {
-        match verdict {
-            Verdict::Valid(claims) => {
-                let claims = ValidatedClaims::from_claims(&claims);
-                Self {
-                    is_valid: true,
-                    expiration_time: Some(claims.expiration.clone()),
-                    user_id: Some(claims.subject.clone()),
-                    claims: Some(claims),
-                }
-            }
+        let claims = match verdict {
+            Verdict::Valid(claims) => ValidatedClaims::from_claims(&claims),
             Verdict::Invalid(reason) => {
                 tracing::debug!(reason, "session token rejected");
-                Self {
-                    is_valid: false,
-                    claims: None,
-                    expiration_time: None,
-                    user_id: None,
-                }
+                return Self::invalid();
             }
+        };
+        // `verify` already rejects times that RFC 3339 cannot express.
+        let Some(claims) = claims else {
+            tracing::debug!("session token rejected: iat or exp is outside the years 0000 to 9999");
+            return Self::invalid();
+        };
+        Self {
+            is_valid: true,
+            expiration_time: Some(claims.expiration.clone()),
+            user_id: Some(claims.subject.clone()),
+            claims: Some(claims),
+        }
+    }
+
+    fn invalid() -> Self {
+        Self {
+            is_valid: false,
+            claims: None,
+            expiration_time: None,
+            user_id: None,
         }
     }
 }
@@ -320,12 +327,16 @@ mod tests {
 
         fn token(&self, request: &TokenRequest) -> (String, crate::claims::Claims) {
             let claims = request.claims();
+            (self.sign(&claims), claims)
+        }
+
+        fn sign(&self, claims: &crate::claims::Claims) -> String {
             let key = self
                 .state
                 .store
                 .signing_key(DEFAULT_KEY_BITS)
                 .expect("signing key");
-            (key.sign(&claims).expect("sign"), claims)
+            key.sign(claims).expect("sign")
         }
 
         async fn send(
@@ -455,6 +466,37 @@ mod tests {
 
         assert_eq!(status, StatusCode::OK);
         assert_eq!(json, serde_json::json!({ "is_valid": false }));
+    }
+
+    #[tokio::test]
+    async fn out_of_range_times_are_not_valid() {
+        let fixture = Fixture::new();
+        let mut early_iat = TokenRequest::new(user()).claims();
+        early_iat.iat = -100_000_000_000;
+        let mut late_exp = TokenRequest::new(user()).claims();
+        late_exp.exp = 253_402_300_800;
+
+        for claims in [early_iat, late_exp] {
+            let token = fixture.sign(&claims);
+            let (status, json) = fixture
+                .validate_body(&serde_json::json!({ "session_token": token }).to_string())
+                .await;
+
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "iat {} exp {}",
+                claims.iat,
+                claims.exp
+            );
+            assert_eq!(
+                json,
+                serde_json::json!({ "is_valid": false }),
+                "iat {} exp {}",
+                claims.iat,
+                claims.exp
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Session token verification the way Hanko's `/sessions/validate` does it:
 //! RS256 signature by a stored key, `exp` in the future, session not
-//! revoked.
+//! revoked. `iat` and `exp` must also be in the years 0000 to 9999, because
+//! the response writes them in RFC 3339.
 //!
 //! Like Hanko, this does not check `aud` or `iss`: that is the relying
 //! party's job (edge-proxy checks both). It is not a hardened verifier and
@@ -9,13 +10,14 @@
 use anyhow::Result;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::claims::Claims;
+use crate::claims::{Claims, ValidatedClaims};
 use crate::store::DataDir;
 
 /// The outcome of checking one session token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Signed by a stored key, unexpired, session not revoked.
+    /// Signed by a stored key, unexpired, session not revoked, and `iat`
+    /// and `exp` in the years 0000 to 9999.
     Valid(Claims),
     /// Anything else; the reason is for logs only, never for clients.
     Invalid(&'static str),
@@ -56,6 +58,13 @@ pub fn verify(store: &DataDir, token: &str) -> Result<Verdict> {
 
     if uuid::Uuid::parse_str(&claims.sub).is_err() {
         return Ok(Verdict::Invalid("sub is not a UUID"));
+    }
+    // The validate response writes `iat` and `exp` in RFC 3339, which has no
+    // years before 0000 or after 9999.
+    if ValidatedClaims::from_claims(&claims).is_none() {
+        return Ok(Verdict::Invalid(
+            "iat or exp is outside the years 0000 to 9999",
+        ));
     }
     if store.is_revoked(&claims.session_id)? {
         return Ok(Verdict::Invalid("session revoked"));
@@ -172,6 +181,27 @@ mod tests {
             assert!(
                 matches!(verify(&store, bad).expect("verify"), Verdict::Invalid(_)),
                 "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn out_of_range_times_are_invalid() {
+        let (_temp, store) = store();
+        let key = store.signing_key(DEFAULT_KEY_BITS).expect("key");
+        let mut early_iat = request().claims();
+        early_iat.iat = -100_000_000_000;
+        let mut late_exp = request().claims();
+        late_exp.exp = 253_402_300_800;
+
+        for claims in [early_iat, late_exp] {
+            let token = key.sign(&claims).expect("sign");
+            assert_eq!(
+                verify(&store, &token).expect("verify"),
+                Verdict::Invalid("iat or exp is outside the years 0000 to 9999"),
+                "iat {} exp {}",
+                claims.iat,
+                claims.exp
             );
         }
     }
