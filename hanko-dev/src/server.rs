@@ -253,15 +253,25 @@ async fn healthz() -> &'static str {
 /// Takes the token from `Authorization: Bearer` first, then from the
 /// session cookie, the order Hanko's own middleware uses.
 fn token_from_headers(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        // RFC 9110 section 11.1: the scheme is case-insensitive.
-        if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
-            return Some(token.trim().to_owned());
-        }
-    }
+    bearer_token(headers).or_else(|| cookie_token(headers, cookie_name))
+}
 
+/// Returns the token of an `Authorization: Bearer` header, or `None` when
+/// the header is missing, has another scheme or is malformed (not ASCII,
+/// no token), so that the cookie is read next.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    // RFC 9110 section 11.1: the scheme is case-insensitive.
+    if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+        Some(token.to_owned())
+    } else {
+        None
+    }
+}
+
+fn cookie_token(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -530,6 +540,50 @@ mod tests {
         assert_eq!(fixture.send(bearer).await.2["is_valid"], true);
         assert_eq!(fixture.send(cookie).await.2["is_valid"], true);
         assert_eq!(fixture.send(neither).await.2["is_valid"], false);
+    }
+
+    #[tokio::test]
+    async fn malformed_bearer_falls_back_to_cookie() {
+        let fixture = Fixture::new();
+        let (token, _) = fixture.token(&TokenRequest::new(user()));
+        let malformed = [
+            HeaderValue::from_static("Bearer"),
+            HeaderValue::from_static("Bearer "),
+            HeaderValue::from_static("Bearer\tsecret"),
+            HeaderValue::from_bytes(b"Bearer caf\xc3\xa9").expect("obs-text is allowed"),
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        ];
+
+        for authorization in malformed {
+            let request = axum::http::Request::get("/sessions/validate")
+                .header(header::AUTHORIZATION, authorization.clone())
+                .header(header::COOKIE, format!("hanko={token}"))
+                .body(Body::empty())
+                .expect("request builds");
+
+            let (_, _, json) = fixture.send(request).await;
+
+            assert_eq!(json["is_valid"], true, "Authorization: {authorization:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bearer_header_wins_over_cookie() {
+        let fixture = Fixture::new();
+        let cookie_user =
+            uuid::Uuid::parse_str("0b9d5c4e-8f21-4a3b-9c6d-1e2f3a4b5c6d").expect("valid UUID");
+        let (header_token, _) = fixture.token(&TokenRequest::new(user()));
+        let (cookie_token, _) = fixture.token(&TokenRequest::new(cookie_user));
+        let request = axum::http::Request::get("/sessions/validate")
+            .header(header::AUTHORIZATION, format!("Bearer {header_token}"))
+            .header(header::COOKIE, format!("hanko={cookie_token}"))
+            .body(Body::empty())
+            .expect("request builds");
+
+        let (_, _, json) = fixture.send(request).await;
+
+        assert_eq!(json["is_valid"], true);
+        assert_eq!(json["user_id"], user().to_string());
     }
 
     #[tokio::test]
