@@ -2,8 +2,9 @@
 //! their output printed line by line behind their name, polled until
 //! healthy, and stopped by PID.
 //!
-//! Each child gets its own process group so that a Ctrl-C at the terminal
-//! reaches only `up`, which then stops the children in order. Nothing here
+//! Each child gets its own process group so that a Ctrl-C at the terminal,
+//! or the SIGHUP of closing it, reaches only `up`, which then stops the
+//! children in order. Nothing here
 //! restarts a child that dies.
 
 use std::process::{ExitStatus, Stdio};
@@ -29,7 +30,7 @@ const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
 /// Width of the name column in front of each child's log line.
 const NAME_WIDTH: usize = 10;
 
-/// A signal name once SIGINT or SIGTERM has arrived, `None` before.
+/// A signal name once SIGINT, SIGTERM or SIGHUP has arrived, `None` before.
 pub type StopRequest = watch::Receiver<Option<&'static str>>;
 
 /// A running child whose output is forwarded with a name prefix.

@@ -7,8 +7,8 @@
 //!    until healthy;
 //! 4. the proxy URL, demo tokens and `curl` lines;
 //! 5. the foreground: children's log lines behind their names, until
-//!    SIGINT or SIGTERM stops everything `up` started, by PID. The data
-//!    stays; `--reset` starts afresh.
+//!    SIGINT, SIGTERM or SIGHUP stops everything `up` started, by PID. The
+//!    data stays; `--reset` starts afresh.
 //!
 //! `up` never restarts a child: when one exits, the whole stack stops.
 
@@ -58,15 +58,16 @@ pub struct UpOptions {
     pub build: BuildPolicy,
 }
 
-/// Runs the stack until SIGINT or SIGTERM, or until a component fails.
+/// Runs the stack until SIGINT, SIGTERM or SIGHUP, or until a component
+/// fails.
 ///
 /// # Errors
 ///
 /// Fails when a step cannot complete or a component exits on its own;
 /// everything started so far has been stopped by then.
 pub async fn run(options: UpOptions) -> Result<()> {
-    // Handlers go in first: from here on SIGINT and SIGTERM only ask for
-    // an orderly stop and never kill `up` half-way.
+    // Handlers go in first: from here on SIGINT, SIGTERM and SIGHUP only
+    // ask for an orderly stop and never kill `up` half-way.
     let stop = listen_for_stop_signals()?;
 
     let config = StackConfig::load(&options.config)?;
@@ -233,7 +234,7 @@ impl Stack {
             .await
     }
 
-    /// Step 5: waits for SIGINT, SIGTERM or the first child to exit.
+    /// Step 5: waits for SIGINT, SIGTERM, SIGHUP or the first child to exit.
     async fn run_until_stopped(&mut self, mut stop: StopRequest) -> Result<()> {
         let exited = futures::future::select_all(
             self.children
@@ -265,15 +266,20 @@ impl Stack {
     }
 }
 
+/// Installs the handlers for the signals that stop the stack. SIGHUP, which
+/// a closing terminal sends, is one of them because the children run in
+/// their own process groups and would outlive a killed `up`.
 fn listen_for_stop_signals() -> Result<StopRequest> {
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     let (sender, receiver) = watch::channel(None);
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
                 _ = interrupt.recv() => "SIGINT",
                 _ = terminate.recv() => "SIGTERM",
+                _ = hangup.recv() => "SIGHUP",
             };
             if sender.borrow().is_some() {
                 say(&format!("{name} received again; still stopping"));
@@ -365,4 +371,29 @@ async fn run_migrations(binaries: &StackBinaries, config: &Path, admin_url: &str
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sighup_requests_a_stop() {
+        // A handler of the test's own keeps SIGHUP from ending the test
+        // process when `listen_for_stop_signals` does not handle it.
+        let _keep_alive = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+        let mut stop = listen_for_stop_signals().expect("installing the stop handlers");
+
+        children::send_signal(std::process::id(), "HUP");
+        let received =
+            tokio::time::timeout(Duration::from_secs(10), stop.wait_for(Option::is_some))
+                .await
+                .expect("no stop request within 10 s of SIGHUP")
+                .map(|signal| *signal)
+                .expect("the signal task is running");
+
+        assert_eq!(received, Some("SIGHUP"));
+    }
 }
