@@ -17,6 +17,7 @@ mod binaries;
 mod children;
 mod database;
 mod files;
+mod ownership;
 mod postgres;
 mod stack_config;
 

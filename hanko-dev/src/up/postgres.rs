@@ -17,6 +17,7 @@ use tokio::process::Command;
 
 use super::children::{drain_output, forward_output, print_output, say};
 use super::files::{read_or_create_secret, read_trimmed, write_private};
+use super::ownership::{Owner, create_owned_dir};
 
 /// The Debian package that provides `initdb` and `pg_ctl`.
 pub const DEBIAN_PACKAGE: &str = "postgresql";
@@ -294,7 +295,9 @@ impl Cluster {
         std::fs::write(password_file.path(), &self.superuser_password)
             .context("writing initdb's password file failed")?;
         if self.as_postgres_user {
-            chown_to_postgres(password_file.path()).await?;
+            let owner = Owner::postgres()?;
+            std::os::unix::fs::fchown(password_file.as_file(), Some(owner.uid), Some(owner.gid))
+                .context("handing initdb's password file to the postgres OS user failed")?;
         }
 
         let output = self
@@ -357,20 +360,9 @@ pub async fn remove_cluster(data_dir: &Path, tools: PgTools) -> Result<()> {
     }
 
     if let Some(recorded) = read_trimmed(&data_dir.join(LOCATION_FILE))? {
-        let recorded = PathBuf::from(recorded);
-        // The fallback layout is <FALLBACK_PARENT>/hanko-edge-<hash>/postgres;
-        // remove the per-project directory, never anything above it.
-        let removable = recorded
-            .parent()
-            .filter(|parent| {
-                parent.parent() == Some(Path::new(FALLBACK_PARENT))
-                    && parent
-                        .file_name()
-                        .is_some_and(|name| name.to_string_lossy().starts_with("hanko-edge-"))
-            })
-            .map(Path::to_path_buf);
-        if let Some(dir) = removable {
-            remove_dir_if_present(&dir)?;
+        // Removes the per-project directory, never anything above it.
+        if let Some(dir) = fallback_project_dir(Path::new(&recorded)) {
+            remove_dir_if_present(dir)?;
         }
     }
     remove_dir_if_present(&data_dir.join(CLUSTER_DIR))?;
@@ -381,6 +373,17 @@ pub async fn remove_cluster(data_dir: &Path, tools: PgTools) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Returns the per-project directory of a cluster directory in the fallback
+/// layout, `<FALLBACK_PARENT>/hanko-edge-<hash>/postgres`, else `None`.
+fn fallback_project_dir(cluster: &Path) -> Option<&Path> {
+    cluster.parent().filter(|parent| {
+        parent.parent() == Some(Path::new(FALLBACK_PARENT))
+            && parent
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("hanko-edge-"))
+    })
 }
 
 fn remove_dir_if_present(dir: &Path) -> Result<()> {
@@ -451,7 +454,14 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
     if let Some(recorded) = read_trimmed(&location_file)? {
         let dir = PathBuf::from(recorded);
         if as_postgres_user {
-            create_owned_by_postgres(&dir).await?;
+            let owner = Owner::postgres()?;
+            // The project directory is checked too, because /var/tmp may have
+            // been emptied since the last run and another user may have
+            // created it since.
+            if let Some(project_dir) = fallback_project_dir(&dir) {
+                create_owned_dir(project_dir, owner)?;
+            }
+            create_owned_dir(&dir, owner)?;
         }
         return Ok(dir);
     }
@@ -463,7 +473,8 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
         return Ok(preferred);
     }
 
-    create_owned_by_postgres(&preferred).await?;
+    let owner = Owner::postgres()?;
+    create_owned_dir(&preferred, owner)?;
     if postgres_can_use(&preferred).await? {
         return Ok(preferred);
     }
@@ -479,8 +490,8 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
         fnv1a(canonical.as_os_str().as_encoded_bytes())
     ));
     let fallback = parent.join(CLUSTER_DIR);
-    create_owned_by_postgres(&parent).await?;
-    create_owned_by_postgres(&fallback).await?;
+    create_owned_dir(&parent, owner)?;
+    create_owned_dir(&fallback, owner)?;
     if !postgres_can_use(&fallback).await? {
         bail!(
             "the postgres OS user can reach neither {} nor {}; make one of them reachable \
@@ -497,31 +508,6 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
         location_file.display()
     ));
     Ok(fallback)
-}
-
-async fn create_owned_by_postgres(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    chown_to_postgres(dir).await?;
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("setting the mode of {}", dir.display()))
-}
-
-async fn chown_to_postgres(path: &Path) -> Result<()> {
-    let status = Command::new("chown")
-        .arg("postgres:postgres")
-        .arg(path)
-        .status()
-        .await
-        .context("running chown failed")?;
-    if !status.success() {
-        bail!(
-            "`chown postgres:postgres {}` failed; does the postgres OS user exist? \
-             `apt-get install {DEBIAN_PACKAGE}` creates it",
-            path.display()
-        );
-    }
-    Ok(())
 }
 
 async fn postgres_can_use(dir: &Path) -> Result<bool> {
