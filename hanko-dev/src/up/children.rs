@@ -4,8 +4,7 @@
 //!
 //! Each child gets its own process group so that a Ctrl-C at the terminal,
 //! or the SIGHUP of closing it, reaches only `up`, which then stops the
-//! children in order. Nothing here
-//! restarts a child that dies.
+//! children in order. Nothing here restarts a child that dies.
 
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
