@@ -129,6 +129,15 @@ impl CorsPolicy {
         headers
     }
 
+    /// Reports whether responses differ by origin: all but `"*"` without
+    /// credentials, which sends every origin the same headers.
+    fn varies_by_origin(&self) -> bool {
+        !matches!(
+            (&self.origins, self.allow_credentials),
+            (AllowedOrigins::Any, false)
+        )
+    }
+
     fn origin_headers(&self, origin: &HeaderValue, headers: &mut Vec<(HeaderName, HeaderValue)>) {
         match (&self.origins, self.allow_credentials) {
             (AllowedOrigins::Any, false) => {
@@ -150,14 +159,16 @@ impl CorsPolicy {
 
 /// Puts a CORS route's `headers` on an upstream response in place of the
 /// upstream's own CORS headers, which could allow more than the policy.
-/// `Vary: Origin` joins the upstream's `Vary` instead of replacing it, so a
-/// shared cache still keys on what the upstream named.
+/// When the headers depend on the origin, `Origin` joins the upstream's
+/// `Vary`, for refused and missing origins too, so a shared cache keys on
+/// it and on what the upstream named.
 ///
 /// # Errors
 ///
 /// Fails only when Pingora cannot store a header.
 pub fn apply_to_response(
     response: &mut ResponseHeader,
+    policy: &CorsPolicy,
     headers: &[(HeaderName, HeaderValue)],
 ) -> pingora::Result<()> {
     let upstream_cors: Vec<HeaderName> = response
@@ -169,12 +180,12 @@ pub fn apply_to_response(
     for name in &upstream_cors {
         response.remove_header(name);
     }
-    for (name, value) in headers {
-        if *name != VARY {
-            response.insert_header(name.clone(), value.clone())?;
-        } else if !varies_on(response, value) {
-            response.append_header(VARY, value.clone())?;
-        }
+    for (name, value) in headers.iter().filter(|(name, _)| *name != VARY) {
+        response.insert_header(name.clone(), value.clone())?;
+    }
+    let origin = HeaderValue::from_static("Origin");
+    if policy.varies_by_origin() && !varies_on(response, &origin) {
+        response.append_header(VARY, origin)?;
     }
     Ok(())
 }
@@ -346,7 +357,8 @@ mod tests {
             ("access-control-allow-headers", "x-secret"),
         ]);
 
-        apply_to_response(&mut response, &policy.response_headers(&origin)).expect("applied");
+        apply_to_response(&mut response, &policy, &policy.response_headers(&origin))
+            .expect("applied");
 
         assert_eq!(
             values(&response, "access-control-allow-origin"),
@@ -377,10 +389,12 @@ mod tests {
             ("content-type", "application/json"),
         ]);
 
-        apply_to_response(&mut response, &policy.response_headers(&other)).expect("applied");
+        apply_to_response(&mut response, &policy, &policy.response_headers(&other))
+            .expect("applied");
 
         let names: Vec<&str> = response.headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type"]);
+        assert_eq!(names, ["content-type", "vary"]);
+        assert_eq!(values(&response, "vary"), ["Origin"]);
     }
 
     #[test]
@@ -392,8 +406,22 @@ mod tests {
         let origin = HeaderValue::from_static("https://app.example.com");
         for existing in ["origin", "Accept, ORIGIN", "*"] {
             let mut response = upstream_response(&[("vary", existing)]);
-            apply_to_response(&mut response, &policy.response_headers(&origin)).expect("applied");
+            apply_to_response(&mut response, &policy, &policy.response_headers(&origin))
+                .expect("applied");
             assert_eq!(values(&response, "vary"), [existing], "{existing}");
         }
+    }
+
+    #[test]
+    fn any_origin_adds_no_vary() {
+        let policy = policy(AllowedOrigins::Any, false);
+        let origin = HeaderValue::from_static("https://app.example.com");
+        let mut response = upstream_response(&[("vary", "Cookie")]);
+
+        apply_to_response(&mut response, &policy, &policy.response_headers(&origin))
+            .expect("applied");
+
+        assert_eq!(values(&response, "vary"), ["Cookie"]);
+        assert_eq!(values(&response, "access-control-allow-origin"), ["*"]);
     }
 }

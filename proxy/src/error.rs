@@ -38,7 +38,8 @@ pub enum Rejection {
     ClientTimeout,
     /// More than one `Authorization` header.
     DuplicateAuthorization,
-    /// An HTTP/1.1 request without a `Host` header.
+    /// An HTTP/1.1 request without `Host`, or one without any host where a
+    /// route limited to a host takes the path.
     MissingHost,
     /// A protected route and no token.
     MissingToken,
@@ -143,7 +144,7 @@ impl Rejection {
             Self::DuplicateAuthorization => {
                 "The request has more than one Authorization header; send one.".to_owned()
             }
-            Self::MissingHost => "An HTTP/1.1 request must have a Host header.".to_owned(),
+            Self::MissingHost => "The request must have a Host header.".to_owned(),
             Self::MissingToken => {
                 "This resource needs a Hanko session token in the Authorization header or the session cookie.".to_owned()
             }

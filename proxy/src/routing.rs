@@ -48,6 +48,10 @@ pub enum PathError {
     /// A `.` or `..` segment followed by `;` parameters.
     #[error("The request path has a . or .. segment with ; parameters")]
     DotSegmentParameters,
+    /// `;` parameters that decide the route: without them, as servlet
+    /// containers read the path, another route would take it.
+    #[error("The request path has ; parameters that change which route takes it")]
+    RouteParameters,
 }
 
 /// Normalises a request path (without the query string).
@@ -113,6 +117,19 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 fn has_dot_segment_parameters(path: &str) -> bool {
     path.split('/')
         .any(|segment| matches!(segment.split_once(';'), Some(("." | "..", _))))
+}
+
+/// Returns `path` with the `;` parameters of every segment removed, the way
+/// servlet containers read it: `/api;v=1/x` becomes `/api/x`.
+pub fn without_parameters(path: &str) -> String {
+    let mut plain = String::with_capacity(path.len());
+    for (index, segment) in path.split('/').enumerate() {
+        if index > 0 {
+            plain.push('/');
+        }
+        plain.push_str(segment.split_once(';').map_or(segment, |(name, _)| name));
+    }
+    plain
 }
 
 /// Reports whether `path` needs no change: no `%`, no empty segment except
@@ -411,6 +428,14 @@ impl Router {
         allowed
     }
 
+    /// Reports whether a route limited to a host takes `path`, for a
+    /// request that names no host.
+    pub fn host_limited_route_takes(&self, path: &str) -> bool {
+        self.routes.iter().any(|route| {
+            route.config.host.is_some() && prefix_matches(&route.config.path_prefix, path)
+        })
+    }
+
     /// Returns the CORS policy of the best route that takes this host and
     /// path whatever the method, for the headers of a 405.
     pub fn cors_for_path(&self, host: Option<&str>, path: &str) -> Option<&CorsPolicy> {
@@ -550,6 +575,13 @@ mod tests {
     }
 
     #[test]
+    fn parameters_are_removed_per_segment() {
+        assert_eq!(without_parameters("/api;v=1/x;y/z"), "/api/x/z");
+        assert_eq!(without_parameters("/api/"), "/api/");
+        assert_eq!(without_parameters("/;a"), "/");
+    }
+
+    #[test]
     fn relative_path_is_rejected() {
         assert_eq!(normal("api"), Err(PathError::NotAbsolute));
         assert_eq!(normal("*"), Err(PathError::NotAbsolute));
@@ -654,7 +686,7 @@ mod tests {
     fn allowed_methods_merge_matching_routes() {
         let router = Router::new(vec![
             route("/api", None, Some(&["POST", "GET"])),
-            route("/api", None, Some(&["GET", "PUT"])),
+            route("/api", None, Some(&["PUT"])),
             route("/api", Some("admin.example.com"), Some(&["DELETE"])),
             route("/other", None, Some(&["PATCH"])),
         ]);

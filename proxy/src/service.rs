@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use http::header::{ALLOW, AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use http::{HeaderName, HeaderValue, Method, Version};
+use pingora::http::authority::{RawTargetAuthority, is_http_family_scheme, raw_target_authority};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -45,7 +46,7 @@ use crate::identity::Identity;
 use crate::logging;
 use crate::metrics::{self, InFlight};
 use crate::ratelimit::{RateDecision, RateKey};
-use crate::routing::{PathError, host_without_port, normalize_path};
+use crate::routing::{PathError, host_without_port, normalize_path, without_parameters};
 use crate::runtime::{Runtime, SharedRuntime};
 
 /// Header carrying the request id to the upstream and back to the client.
@@ -91,8 +92,11 @@ pub struct RequestContext {
     upstream_target: Option<String>,
     peer: Option<usize>,
     /// Peers this request could not connect to. A peer whose pooled
-    /// connection broke stays eligible: the retry takes a fresh connection.
+    /// connection broke stays eligible for the one retry that allows.
     failed_peers: Vec<usize>,
+    /// Whether the request was already sent again after a pooled
+    /// connection broke.
+    retried_broken_connection: bool,
     identity: Option<Arc<Identity>>,
     token_source: Option<TokenSource>,
     token_from_cache: bool,
@@ -145,14 +149,24 @@ impl EdgeProxy {
         if !request.raw_path_is_utf8() {
             return Err(Rejection::BadPath(PathError::ForbiddenByte));
         }
-        // RFC 9112 section 3.2: without Host, host-limited routes could be
-        // skipped for ones meant for any host.
+        // RFC 9112 section 3.2 requires Host in HTTP/1.1.
         if request.version == Version::HTTP_11 && !request.headers.contains_key(HOST) {
             return Err(Rejection::MissingHost);
         }
         let path = normalize_path(request.uri.path()).map_err(Rejection::BadPath)?;
         let host = request_host(request);
         let router = &ctx.runtime.router;
+        // Without a host, routes limited to one could be skipped for ones
+        // meant for any host.
+        if host.is_none() && router.host_limited_route_takes(&path) {
+            return Err(Rejection::MissingHost);
+        }
+        if path.contains(';')
+            && router.find_index(host, &request.method, &path)
+                != router.find_index(host, &request.method, &without_parameters(&path))
+        {
+            return Err(Rejection::BadPath(PathError::RouteParameters));
+        }
 
         let preflight = preflight_parts(request);
         if let Some((origin, requested)) = preflight {
@@ -289,6 +303,7 @@ impl ProxyHttp for EdgeProxy {
             upstream_target: None,
             peer: None,
             failed_peers: Vec::new(),
+            retried_broken_connection: false,
             identity: None,
             token_source: None,
             token_from_cache: false,
@@ -382,6 +397,33 @@ impl ProxyHttp for EdgeProxy {
         error
     }
 
+    /// Decides, as Pingora's default does, whether a request whose
+    /// exchange failed may be sent again: only an idempotent one, with its
+    /// body still buffered, after a pooled connection broke. Unlike the
+    /// default, which allows as many tries as the retry limit, it allows
+    /// one, so a request that makes the upstream drop the connection is
+    /// not replayed on every pooled connection.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        error: Box<Error>,
+        ctx: &mut RequestContext,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut error = error.more_context(format!("Peer: {peer}"));
+        let resendable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !ctx.retried_broken_connection;
+        if resendable {
+            error.retry.decide_reuse(client_reused);
+        } else {
+            error.set_retry(false);
+        }
+        ctx.retried_broken_connection |= error.retry();
+        error
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -430,11 +472,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> pingora::Result<()> {
         ctx.upstream_latency = ctx.upstream_started.map(|started| started.elapsed());
         upstream_response.insert_header(REQUEST_ID_NAME, ctx.request_id.clone())?;
-        let cors_route = ctx
+        let policy = ctx
             .route
-            .is_some_and(|index| ctx.runtime.router.get(index).config.cors.is_some());
-        if cors_route {
-            cors::apply_to_response(upstream_response, &ctx.cors_headers)?;
+            .and_then(|index| ctx.runtime.router.get(index).config.cors.as_ref());
+        if let Some(policy) = policy {
+            cors::apply_to_response(upstream_response, policy, &ctx.cors_headers)?;
         }
         Ok(())
     }
@@ -572,19 +614,15 @@ fn request_host(request: &RequestHeader) -> Option<&str> {
     Some(host.strip_suffix('.').unwrap_or(host))
 }
 
-/// Returns the authority of an `http://` or `https://` absolute-form target.
+/// Returns the authority of an absolute-form target with a scheme of the
+/// HTTP family (http, https, ws, wss).
 fn absolute_form_authority(target: &[u8]) -> Option<&str> {
-    let scheme_end = target.windows(3).position(|window| window == b"://")?;
-    let scheme = &target[..scheme_end];
-    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
-        return None;
+    match raw_target_authority(target) {
+        RawTargetAuthority::Absolute {
+            scheme, authority, ..
+        } if is_http_family_scheme(scheme) => std::str::from_utf8(authority).ok(),
+        _ => None,
     }
-    let rest = &target[scheme_end + 3..];
-    let end = rest
-        .iter()
-        .position(|byte| matches!(byte, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    std::str::from_utf8(&rest[..end]).ok()
 }
 
 /// Returns the target to send upstream when it differs from the raw one:

@@ -45,6 +45,7 @@ const PATH_CASES: &[(&str, u16, Option<&str>)] = &[
     ("/public/../../api", 400, None),
     ("/public/..;/api/v1/item", 400, None),
     ("/public/%2e%2e;x/api/v1/item", 400, None),
+    ("/api;x/v1/item", 400, None),
 ];
 
 fn describe(response: &RawResponse) -> String {

@@ -113,44 +113,81 @@ async fn peers_rotate_and_a_refusing_peer_is_skipped() {
     }
 }
 
-/// Starts an upstream that answers the first request on each connection
-/// with keep-alive, then closes the connection when a second request
-/// arrives on it, the way a server that timed the connection out at that
-/// moment would. Returns its address and how many connections it accepted.
-async fn start_one_request_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let (listener, addr) = bind_loopback().await;
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => head.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
-                if stream.write_all(answer).await.is_err() {
-                    return;
-                }
-                // The next request is read, then left without an answer.
-                let _ = stream.read(&mut buffer).await;
-            });
+/// An upstream that serves one request per connection with keep-alive,
+/// then drops the connection when a second request arrives on it, the way
+/// a server that timed the connection out at that moment would. A request
+/// for a path ending in `/slow` gets its response after 300 ms, and one
+/// ending in `/drop` gets none.
+struct OneRequestUpstream {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl OneRequestUpstream {
+    async fn start() -> OneRequestUpstream {
+        let (listener, addr) = bind_loopback().await;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (accept_count, drop_count) = (accepted.clone(), dropped.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accept_count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_one_request(stream, drop_count.clone()));
+            }
+        });
+        OneRequestUpstream {
+            addr,
+            accepted,
+            dropped,
         }
-    });
-    (addr, accepted)
+    }
+}
+
+async fn serve_one_request(mut stream: tokio::net::TcpStream, dropped: Arc<AtomicUsize>) {
+    let mut served = false;
+    loop {
+        let Some(head) = read_head(&mut stream).await else {
+            return;
+        };
+        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        if path.ends_with("/drop") {
+            dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        if served || path.ends_with("/drop") {
+            return;
+        }
+        if path.ends_with("/slow") {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+        if stream.write_all(response).await.is_err() {
+            return;
+        }
+        served = true;
+    }
+}
+
+/// Reads one request head (requests here have no body).
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => head.push(byte[0]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 #[tokio::test]
 async fn broken_pooled_connection_is_retried() {
-    let (upstream, accepted) = start_one_request_upstream().await;
+    let upstream = OneRequestUpstream::start().await;
+    let addr = upstream.addr;
     let stack = ProxyStack::start_with(|config| {
         config.route(&format!(
-            "path_prefix = \"/once\"\nupstream = \"{upstream}\"\nauth = \"none\""
+            "path_prefix = \"/once\"\nupstream = \"{addr}\"\nauth = \"none\""
         ))
     })
     .await;
@@ -163,7 +200,7 @@ async fn broken_pooled_connection_is_retried() {
         assert_eq!(body, "{\"ok\":true}", "GET {attempt}");
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        upstream.accepted.load(Ordering::SeqCst),
         3,
         "each GET after the first found its pooled connection broken and took a fresh one"
     );
@@ -183,6 +220,31 @@ async fn broken_pooled_connection_is_retried() {
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [502, 200]);
+}
+
+#[tokio::test]
+async fn broken_connection_is_retried_once() {
+    let upstream = OneRequestUpstream::start().await;
+    let addr = upstream.addr;
+    let stack = ProxyStack::start_with(|config| {
+        config.route(&format!(
+            "path_prefix = \"/once\"\nupstream = \"{addr}\"\nauth = \"none\""
+        ))
+    })
+    .await;
+
+    // Two slow requests at once leave two connections in the pool.
+    let (first, second) = tokio::join!(stack.get("/once/slow"), stack.get("/once/slow"));
+    assert_eq!(first.status(), 200);
+    assert_eq!(second.status(), 200);
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+
+    // Both pooled connections are broken. The first try and the one retry
+    // take them; a third try would open a fresh connection.
+    let response = stack.get("/once/drop").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(upstream.dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -330,8 +392,8 @@ async fn method_case_and_head_reach_guarded_route() {
     })
     .await;
 
-    // Frameworks that upper-case the method, or answer HEAD with the GET
-    // handler, would run these as the guarded DELETE and GET.
+    // Frameworks that upper-case the method, or run the GET handler for
+    // HEAD, would run these as the guarded DELETE and GET.
     for method in ["delete", "Delete", "HEAD", "get"] {
         let request = format!(
             "{method} /public/x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
@@ -365,7 +427,7 @@ async fn host_limited_route_cannot_be_skipped() {
     })
     .await;
 
-    let cases: [(&[u8], u16); 5] = [
+    let cases: [(&[u8], u16); 7] = [
         // HTTP/1.1 requires Host (RFC 9112 section 3.2).
         (b"GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         // HTTP/1.0 may leave Host out; the absolute-form target names it.
@@ -377,6 +439,9 @@ async fn host_limited_route_cannot_be_skipped() {
             b"GET HTTP://Admin.Example.com:80/public/x HTTP/1.0\r\n\r\n",
             401,
         ),
+        (b"GET ws://admin.example.com/public/x HTTP/1.0\r\n\r\n", 401),
+        // With no host at all, the host-limited route cannot be ruled out.
+        (b"GET /public/x HTTP/1.0\r\n\r\n", 400),
         // A trailing dot names the same host.
         (
             b"GET /public/x HTTP/1.1\r\nHost: admin.example.com.\r\nConnection: close\r\n\r\n",
