@@ -7,9 +7,11 @@
 //! it is changed, and the change goes through an open handle to the checked
 //! directory, never through its path.
 
-use std::fs::{DirBuilder, File, Metadata, Permissions};
+use std::fs::{DirBuilder, Metadata, OpenOptions, Permissions};
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -26,6 +28,11 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The root user and group, for directories that only lead to the
+    /// postgres user's: postgres may enter them but not rename what is
+    /// inside, so it cannot swap in a link while `up` works below them.
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+
     /// Looks up the ids of the `postgres` OS user with `id`.
     ///
     /// # Errors
@@ -55,16 +62,16 @@ fn id_of_postgres(flag: &str) -> Result<u32> {
     }
 }
 
-/// Creates `dir` with mode 0700 unless it exists, then makes `owner` its
-/// owner with mode 0700.
+/// Creates `dir` unless it exists, then makes `owner` its owner with
+/// `mode`.
 ///
 /// # Errors
 ///
 /// Fails, naming the path, when `dir` is a symbolic link, is not a
 /// directory, or is owned by a user other than root and `owner`, and when
 /// it cannot be created or changed. The parent must exist.
-pub fn create_owned_dir(dir: &Path, owner: Owner) -> Result<()> {
-    match DirBuilder::new().mode(0o700).create(dir) {
+pub fn create_owned_dir(dir: &Path, owner: Owner, mode: u32) -> Result<()> {
+    match DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {}
         Err(error) if error.kind() == ErrorKind::AlreadyExists => {}
         Err(error) => return Err(error).with_context(|| format!("creating {}", dir.display())),
@@ -74,9 +81,14 @@ pub fn create_owned_dir(dir: &Path, owner: Owner) -> Result<()> {
         .with_context(|| format!("reading the metadata of {}", dir.display()))?;
     check_trusted_dir(dir, &checked, owner)?;
 
-    // `open` follows a symbolic link that replaced the directory after the
-    // check, so the device and inode numbers must still match.
-    let handle = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // A symbolic link or a FIFO put in place after the check fails to open
+    // instead of being followed or blocking, and another directory moved
+    // there shows in the device and inode numbers.
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir)
+        .with_context(|| format!("opening {} as a directory", dir.display()))?;
     let opened = handle
         .metadata()
         .with_context(|| format!("reading the metadata of {}", dir.display()))?;
@@ -91,7 +103,7 @@ pub fn create_owned_dir(dir: &Path, owner: Owner) -> Result<()> {
     std::os::unix::fs::fchown(&handle, Some(owner.uid), Some(owner.gid))
         .with_context(|| format!("changing the owner of {}", dir.display()))?;
     handle
-        .set_permissions(Permissions::from_mode(0o700))
+        .set_permissions(Permissions::from_mode(mode))
         .with_context(|| format!("setting the mode of {}", dir.display()))
 }
 
@@ -114,11 +126,15 @@ fn check_trusted_dir(dir: &Path, metadata: &Metadata, owner: Owner) -> Result<()
     }
     let uid = metadata.uid();
     if uid != 0 && uid != owner.uid {
+        let expected = if owner.uid == 0 {
+            "root".to_owned()
+        } else {
+            format!("root or uid {} (postgres)", owner.uid)
+        };
         bail!(
-            "{} is owned by uid {uid}, not by root or uid {} (postgres), so another user \
-             may control what is inside it; remove it and run `hanko-dev up` again",
-            dir.display(),
-            owner.uid
+            "{} is owned by uid {uid}, not by {expected}, so another user may control what \
+             is inside it; remove it and run `hanko-dev up` again",
+            dir.display()
         );
     }
     Ok(())
@@ -151,7 +167,7 @@ mod tests {
         let owner = current_owner(temp.path());
         let dir = temp.path().join("hanko-edge-0123456789abcdef");
 
-        create_owned_dir(&dir, owner).expect("created");
+        create_owned_dir(&dir, owner, 0o700).expect("created");
 
         let metadata = std::fs::symlink_metadata(&dir).expect("metadata");
         assert!(metadata.is_dir());
@@ -168,7 +184,7 @@ mod tests {
         std::fs::create_dir(&dir).expect("mkdir");
         std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).expect("chmod");
 
-        create_owned_dir(&dir, owner).expect("accepted");
+        create_owned_dir(&dir, owner, 0o700).expect("accepted");
 
         assert_eq!(mode(&dir), 0o700);
     }
@@ -187,10 +203,10 @@ mod tests {
         let cluster = parent.join("postgres");
         symlink(&target, &cluster).expect("symlink");
 
-        create_owned_dir(&parent, owner).expect("the parent is a real directory");
+        create_owned_dir(&parent, owner, 0o700).expect("the parent is a real directory");
         let error = format!(
             "{:#}",
-            create_owned_dir(&cluster, owner).expect_err("a link must be rejected")
+            create_owned_dir(&cluster, owner, 0o700).expect_err("a link must be rejected")
         );
 
         assert!(error.contains(&cluster.display().to_string()), "{error}");
@@ -217,7 +233,7 @@ mod tests {
 
         let error = format!(
             "{:#}",
-            create_owned_dir(&parent, owner).expect_err("a link must be rejected")
+            create_owned_dir(&parent, owner, 0o700).expect_err("a link must be rejected")
         );
 
         assert!(error.contains(&parent.display().to_string()), "{error}");
@@ -234,7 +250,7 @@ mod tests {
 
         let error = format!(
             "{:#}",
-            create_owned_dir(&file, owner).expect_err("a file must be rejected")
+            create_owned_dir(&file, owner, 0o700).expect_err("a file must be rejected")
         );
 
         assert!(error.contains(&file.display().to_string()), "{error}");
@@ -265,7 +281,7 @@ mod tests {
 
         let error = format!(
             "{:#}",
-            create_owned_dir(&dir, owner).expect_err("another user's dir must be rejected")
+            create_owned_dir(&dir, owner, 0o700).expect_err("another user's dir must be rejected")
         );
 
         assert!(error.contains(&dir.display().to_string()), "{error}");
@@ -275,5 +291,32 @@ mod tests {
             stranger,
             "the owner was changed"
         );
+    }
+
+    #[test]
+    fn root_parent_rejects_the_postgres_user() {
+        let temp = tempfile::tempdir().expect("temp dir");
+        if current_owner(temp.path()).uid != 0 {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: root_parent_rejects_the_postgres_user skipped its check: it needs root"
+            );
+            return;
+        }
+        let parent = temp.path().join("hanko-edge-0123456789abcdef");
+        create_owned_dir(&parent, Owner::ROOT, 0o755).expect("created");
+        let metadata = std::fs::symlink_metadata(&parent).expect("metadata");
+        assert_eq!(metadata.uid(), 0);
+        assert_eq!(mode(&parent), 0o755);
+
+        // A parent the postgres user owns lets it rename what is inside.
+        let postgres_uid = 4_242_423;
+        std::os::unix::fs::lchown(&parent, Some(postgres_uid), Some(postgres_uid))
+            .expect("chown as root");
+        let error = format!(
+            "{:#}",
+            create_owned_dir(&parent, Owner::ROOT, 0o755).expect_err("must be rejected")
+        );
+        assert!(error.contains("not by root,"), "{error}");
     }
 }

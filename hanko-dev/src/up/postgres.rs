@@ -459,9 +459,9 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
             // been emptied since the last run and another user may have
             // created it since.
             if let Some(project_dir) = fallback_project_dir(&dir) {
-                create_owned_dir(project_dir, owner)?;
+                create_owned_dir(project_dir, Owner::ROOT, 0o755)?;
             }
-            create_owned_dir(&dir, owner)?;
+            create_owned_dir(&dir, owner, 0o700)?;
         }
         return Ok(dir);
     }
@@ -474,7 +474,7 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
     }
 
     let owner = Owner::postgres()?;
-    create_owned_dir(&preferred, owner)?;
+    create_owned_dir(&preferred, owner, 0o700)?;
     if postgres_can_use(&preferred).await? {
         return Ok(preferred);
     }
@@ -490,8 +490,8 @@ async fn cluster_dir(data_dir: &Path, as_postgres_user: bool) -> Result<PathBuf>
         fnv1a(canonical.as_os_str().as_encoded_bytes())
     ));
     let fallback = parent.join(CLUSTER_DIR);
-    create_owned_dir(&parent, owner)?;
-    create_owned_dir(&fallback, owner)?;
+    create_owned_dir(&parent, Owner::ROOT, 0o755)?;
+    create_owned_dir(&fallback, owner, 0o700)?;
     if !postgres_can_use(&fallback).await? {
         bail!(
             "the postgres OS user can reach neither {} nor {}; make one of them reachable \
