@@ -28,8 +28,9 @@ pub enum Command {
         config: Option<PathBuf>,
 
         /// PostgreSQL URL of a role allowed to create roles, schemas and
-        /// tables (not the `authenticator` URL the server uses).
-        #[arg(long)]
+        /// tables (not the `authenticator` URL the server uses). The
+        /// environment variable keeps its password out of the process list.
+        #[arg(long, env = "ITEM_API_MIGRATE_URL", hide_env_values = true)]
         database_url: String,
     },
     /// Serve the HTTP API configured in the `[backend]` table.

@@ -27,7 +27,7 @@ pub async fn run(url: &DatabaseUrl) -> anyhow::Result<()> {
         .application_name("item-api migrate");
     let mut connection = PgConnection::connect_with(&options)
         .await
-        .context("connecting to the database given by --database-url")?;
+        .context("connecting to the database given by --database-url or ITEM_API_MIGRATE_URL")?;
 
     tracing::info!(migrations = MIGRATOR.iter().count(), "applying migrations");
     MIGRATOR

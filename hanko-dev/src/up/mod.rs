@@ -357,8 +357,8 @@ async fn run_migrations(binaries: &StackBinaries, config: &Path, admin_url: &str
         .arg("migrate")
         .arg("--config")
         .arg(config)
-        .arg("--database-url")
-        .arg(admin_url)
+        // In the environment, the password stays out of other users' `ps`.
+        .env("ITEM_API_MIGRATE_URL", admin_url)
         .stdin(Stdio::null())
         .output()
         .await
