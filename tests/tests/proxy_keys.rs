@@ -309,3 +309,28 @@ async fn token_cache_can_be_turned_off() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn hanko_size_key_is_accepted() {
+    // Hanko signs with 4096-bit keys; the other tests use smaller ones
+    // because they are faster to make.
+    let key = SigningKey::generate(4096).expect("RSA key generation works");
+    let other = SigningKey::generate(4096).expect("RSA key generation works");
+    let jwks = JwksServer::start(&[&key]).await;
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url()).standard_routes(upstream.addr());
+    let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
+    let url = proxy.url("/api/x");
+    let client = test_client();
+
+    let token = key.sign(&hanko_claims(USER)).expect("signing works");
+    assert_eq!(status_with_token(&client, &url, &token).await, 200);
+
+    // Signed by another 4096-bit key under the published kid.
+    let mut forged_header = Header::new(Algorithm::RS256);
+    forged_header.kid = Some(key.kid().to_owned());
+    let forged = jsonwebtoken::encode(&forged_header, &hanko_claims(USER), other.encoding_key())
+        .expect("signing works");
+    assert_eq!(status_with_token(&client, &url, &forged).await, 401);
+    assert_eq!(upstream.request_count(), 1);
+}
