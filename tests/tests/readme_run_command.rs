@@ -211,11 +211,16 @@ impl Up {
 
     /// Sends SIGTERM by PID and waits for `up` to exit.
     async fn stop(&mut self) -> ExitStatus {
-        send_signal(self.pid, "TERM");
+        self.stop_with("TERM").await
+    }
+
+    /// Sends `signal` by PID and waits for `up` to exit.
+    async fn stop_with(&mut self, signal: &str) -> ExitStatus {
+        send_signal(self.pid, signal);
         let status = match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
             Ok(status) => status.expect("waiting for hanko-dev up works"),
             Err(_) => panic!(
-                "hanko-dev up did not stop within {STOP_DEADLINE:?} of SIGTERM:\n{}",
+                "hanko-dev up did not stop within {STOP_DEADLINE:?} of SIG{signal}:\n{}",
                 self.output()
             ),
         };
@@ -449,7 +454,16 @@ async fn readme_command_serves_its_printed_curl_lines() {
         "{}",
         again.output()
     );
-    assert!(again.stop().await.success(), "{}", again.output());
+    // Closing the terminal (SIGHUP) stops everything too.
+    let started = again.started_pids();
+    assert_eq!(started.len(), 4, "{}", again.output());
+    assert!(again.stop_with("HUP").await.success(), "{}", again.output());
+    for (name, pid) in &started {
+        assert!(
+            has_exited(*pid),
+            "{name} (PID {pid}) still runs after SIGHUP to up"
+        );
+    }
     drop(again);
 
     // --reset starts afresh.
