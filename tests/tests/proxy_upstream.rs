@@ -125,6 +125,19 @@ struct OneRequestUpstream {
 }
 
 impl OneRequestUpstream {
+    /// Starts the upstream and a proxy with an open `/once` route to it.
+    async fn start_behind_proxy() -> (OneRequestUpstream, ProxyStack) {
+        let upstream = Self::start().await;
+        let addr = upstream.addr;
+        let stack = ProxyStack::start_with(|config| {
+            config.route(&format!(
+                "path_prefix = \"/once\"\nupstream = \"{addr}\"\nauth = \"none\""
+            ))
+        })
+        .await;
+        (upstream, stack)
+    }
+
     async fn start() -> OneRequestUpstream {
         let (listener, addr) = bind_loopback().await;
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -183,14 +196,7 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
 
 #[tokio::test]
 async fn broken_pooled_connection_is_retried() {
-    let upstream = OneRequestUpstream::start().await;
-    let addr = upstream.addr;
-    let stack = ProxyStack::start_with(|config| {
-        config.route(&format!(
-            "path_prefix = \"/once\"\nupstream = \"{addr}\"\nauth = \"none\""
-        ))
-    })
-    .await;
+    let (upstream, stack) = OneRequestUpstream::start_behind_proxy().await;
 
     for attempt in 0..3 {
         let response = stack.get("/once/x").await;
@@ -224,14 +230,7 @@ async fn broken_pooled_connection_is_retried() {
 
 #[tokio::test]
 async fn broken_connection_is_retried_once() {
-    let upstream = OneRequestUpstream::start().await;
-    let addr = upstream.addr;
-    let stack = ProxyStack::start_with(|config| {
-        config.route(&format!(
-            "path_prefix = \"/once\"\nupstream = \"{addr}\"\nauth = \"none\""
-        ))
-    })
-    .await;
+    let (upstream, stack) = OneRequestUpstream::start_behind_proxy().await;
 
     // Two slow requests at once leave two connections in the pool.
     let (first, second) = tokio::join!(stack.get("/once/slow"), stack.get("/once/slow"));
