@@ -611,7 +611,8 @@ fn request_host(request: &RequestHeader) -> Option<&str> {
         None => absolute_form_authority(request.raw_path())?,
     };
     let host = host_without_port(host);
-    Some(host.strip_suffix('.').unwrap_or(host))
+    // An empty Host names no host either.
+    Some(host.strip_suffix('.').unwrap_or(host)).filter(|host| !host.is_empty())
 }
 
 /// Returns the authority of an absolute-form target with a scheme of the

@@ -426,7 +426,7 @@ async fn host_limited_route_cannot_be_skipped() {
     })
     .await;
 
-    let cases: [(&[u8], u16); 7] = [
+    let cases: [(&[u8], u16); 8] = [
         // HTTP/1.1 requires Host (RFC 9112 section 3.2).
         (b"GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         // HTTP/1.0 may leave Host out; the absolute-form target names it.
@@ -441,6 +441,10 @@ async fn host_limited_route_cannot_be_skipped() {
         (b"GET ws://admin.example.com/public/x HTTP/1.0\r\n\r\n", 401),
         // With no host at all, the host-limited route cannot be ruled out.
         (b"GET /public/x HTTP/1.0\r\n\r\n", 400),
+        (
+            b"GET /public/x HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+            400,
+        ),
         // A trailing dot names the same host.
         (
             b"GET /public/x HTTP/1.1\r\nHost: admin.example.com.\r\nConnection: close\r\n\r\n",
