@@ -5,7 +5,8 @@
 //! symbolic link planted there would hand any file, `/etc` for example, to
 //! the `postgres` user. So every directory is checked with `lstat` before
 //! it is changed, and the change goes through an open handle to the checked
-//! directory, never through its path.
+//! directory, never through its path. The directory in `/var/tmp` that
+//! holds the cluster stays root's, so postgres cannot swap its entries.
 
 use std::fs::{DirBuilder, Metadata, OpenOptions, Permissions};
 use std::io::ErrorKind;
