@@ -409,6 +409,17 @@ impl ProxyStack {
         self.get_with_headers(path, &[]).await
     }
 
+    /// Sends `POST {path}` with the JSON body `{}` to the proxy without
+    /// credentials.
+    pub async fn post(&self, path: &str) -> reqwest::Response {
+        self.client
+            .post(self.proxy.url(path))
+            .body("{}")
+            .send()
+            .await
+            .expect("the proxy responds")
+    }
+
     /// Sends `GET {path}` to the proxy with `headers`.
     pub async fn get_with_headers(
         &self,

@@ -216,14 +216,7 @@ async fn broken_pooled_connection_is_retried() {
     // fresh one.
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        let response = stack
-            .client
-            .post(stack.proxy.url("/once/x"))
-            .body("{}")
-            .send()
-            .await
-            .expect("proxy answers");
-        statuses.push(response.status().as_u16());
+        statuses.push(stack.post("/once/x").await.status().as_u16());
     }
     assert_eq!(statuses, [502, 200]);
 }
@@ -289,12 +282,7 @@ async fn host_and_method_select_the_route() {
         .await;
     assert_eq!(Echoed::from_body(&by_host.body).server(), "admin");
 
-    let by_method = client
-        .post(stack.proxy.url("/public/x"))
-        .body("{}")
-        .send()
-        .await
-        .expect("the proxy answers");
+    let by_method = stack.post("/public/x").await;
     let echoed = Echoed::from_body(&by_method.bytes().await.expect("body"));
     assert_eq!(echoed.server(), "writer");
     assert_eq!(echoed.method(), "POST");
@@ -405,14 +393,7 @@ async fn method_case_and_head_reach_guarded_route() {
     assert_eq!(guarded.request_count(), 0);
 
     // Methods the guarded route leaves out still take the open route.
-    let post = stack
-        .client
-        .post(stack.proxy.url("/public/x"))
-        .body("{}")
-        .send()
-        .await
-        .expect("the proxy answers");
-    assert_eq!(post.status(), 200);
+    assert_eq!(stack.post("/public/x").await.status(), 200);
 }
 
 #[tokio::test]
