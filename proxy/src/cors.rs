@@ -139,14 +139,11 @@ impl CorsPolicy {
     }
 
     fn origin_headers(&self, origin: &HeaderValue, headers: &mut Vec<(HeaderName, HeaderValue)>) {
-        match (&self.origins, self.allow_credentials) {
-            (AllowedOrigins::Any, false) => {
-                headers.push((ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")));
-            }
-            _ => {
-                headers.push((ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
-                headers.push((VARY, HeaderValue::from_static("Origin")));
-            }
+        if self.varies_by_origin() {
+            headers.push((ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+            headers.push((VARY, HeaderValue::from_static("Origin")));
+        } else {
+            headers.push((ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")));
         }
         if self.allow_credentials {
             headers.push((

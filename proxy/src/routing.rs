@@ -348,7 +348,7 @@ impl Route {
 /// most run their GET handler for HEAD. Matching the way those upstreams
 /// read the request keeps `delete` or `HEAD` from landing on a route with
 /// weaker authentication than the one for `DELETE` or `GET`.
-fn method_matches(allowed: &Method, method: &Method) -> bool {
+pub fn method_matches(allowed: &Method, method: &Method) -> bool {
     allowed.as_str().eq_ignore_ascii_case(method.as_str())
         || (*allowed == Method::GET && method.as_str().eq_ignore_ascii_case("HEAD"))
 }

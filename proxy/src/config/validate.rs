@@ -26,7 +26,7 @@ use crate::auth::token::TokenPolicy;
 use crate::cors::{AllowedOrigins, CorsPolicy};
 use crate::forwarding::{self, TrustedProxies, parse_network};
 use crate::ratelimit::RateLimitSettings;
-use crate::routing::normalize_path;
+use crate::routing::{method_matches, normalize_path};
 
 /// Largest leeway accepted, in seconds; more would make `exp` meaningless.
 const MAX_LEEWAY_SECONDS: u64 = 300;
@@ -973,10 +973,10 @@ fn routes_overlap(first: &RouteConfig, second: &RouteConfig) -> bool {
     }
     match (&first.methods, &second.methods) {
         (None, None) => true,
-        (Some(first), Some(second)) => first.iter().any(|method| {
-            second.contains(method)
-                || (*method == Method::GET && second.contains(&Method::HEAD))
-                || (*method == Method::HEAD && second.contains(&Method::GET))
+        (Some(first), Some(second)) => first.iter().any(|one| {
+            second
+                .iter()
+                .any(|other| method_matches(one, other) || method_matches(other, one))
         }),
         // A route with a method list is tried before one without.
         _ => false,
