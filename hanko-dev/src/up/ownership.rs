@@ -5,8 +5,8 @@
 //! symbolic link planted there would hand any file, `/etc` for example, to
 //! the `postgres` user. So every directory is checked with `lstat` before
 //! it is changed, and the change goes through an open handle to the checked
-//! directory, never through its path. The directory in `/var/tmp` that
-//! holds the cluster stays root's, so postgres cannot swap its entries.
+//! directory, never through its path. The cluster's parent directory in
+//! `/var/tmp` stays root's, so postgres cannot swap its entries.
 
 use std::fs::{DirBuilder, Metadata, OpenOptions, Permissions};
 use std::io::ErrorKind;
@@ -158,6 +158,15 @@ mod tests {
         }
     }
 
+    /// Creates the directory a planted link points to, with mode 0755, so
+    /// a test can see whether anything changed it.
+    fn link_target(temp: &Path) -> std::path::PathBuf {
+        let target = temp.join("etc");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::set_permissions(&target, Permissions::from_mode(0o755)).expect("chmod");
+        target
+    }
+
     fn mode(path: &Path) -> u32 {
         std::fs::symlink_metadata(path).expect("metadata").mode() & 0o7777
     }
@@ -194,9 +203,7 @@ mod tests {
     fn symlink_in_fallback_dir_is_rejected() {
         let temp = tempfile::tempdir().expect("temp dir");
         let owner = current_owner(temp.path());
-        let target = temp.path().join("etc");
-        std::fs::create_dir(&target).expect("mkdir");
-        std::fs::set_permissions(&target, Permissions::from_mode(0o755)).expect("chmod");
+        let target = link_target(temp.path());
         // Another user's layout: a real parent with a link where the
         // cluster directory belongs.
         let parent = temp.path().join("hanko-edge-0123456789abcdef");
@@ -226,9 +233,7 @@ mod tests {
     fn symlinked_fallback_dir_is_rejected() {
         let temp = tempfile::tempdir().expect("temp dir");
         let owner = current_owner(temp.path());
-        let target = temp.path().join("etc");
-        std::fs::create_dir(&target).expect("mkdir");
-        std::fs::set_permissions(&target, Permissions::from_mode(0o755)).expect("chmod");
+        let target = link_target(temp.path());
         let parent = temp.path().join("hanko-edge-0123456789abcdef");
         symlink(&target, &parent).expect("symlink");
 
