@@ -1,6 +1,9 @@
 //! Log output: `tracing` with an `EnvFilter` from `RUST_LOG` (default
 //! `info`), as text or JSON lines on stderr. Pingora's `log` records are
-//! bridged into the same subscriber.
+//! bridged into the same subscriber, except its debug and trace records,
+//! which are dropped whatever `RUST_LOG` says: Pingora 0.9.1 logs whole
+//! request and response heads at those levels (the request it sends
+//! upstream at debug), with their `Authorization` and `Cookie` values.
 //!
 //! Access events, one per request, are batched. Each is formatted on the
 //! thread that logs it, by [`AccessFormat`] in the same format as every
@@ -26,11 +29,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use clap::ValueEnum;
-use tracing::Metadata;
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::fmt::time::SystemTime;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::access_format::AccessFormat;
 
@@ -97,17 +103,28 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Stderr);
+    let without_header_dumps = filter_fn(|metadata| !is_pingora_debug(metadata));
     match format {
         LogFormat::Text => builder
             .with_ansi(ansi)
             .event_format(AccessFormat::text(SystemTime))
+            .finish()
+            .with(without_header_dumps)
             .init(),
         LogFormat::Json => builder
             .with_ansi(false)
             .fmt_fields(JsonFields::new())
             .event_format(AccessFormat::flat_json(SystemTime))
+            .finish()
+            .with(without_header_dumps)
             .init(),
     }
+}
+
+/// Reports whether `metadata` is a debug or trace record of one of
+/// Pingora's crates, which may contain request headers.
+fn is_pingora_debug(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() > Level::INFO && metadata.target().starts_with("pingora")
 }
 
 /// Writes out every buffered log line. Call it right before the process

@@ -604,3 +604,32 @@ async fn access_log_names_reason_and_never_the_token() {
         assert!(!log.contains(signature), "a token reached the log:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn trace_log_never_contains_the_token() {
+    let stack = ProxyStack::start_with_log_filter(|config| config, "trace").await;
+    let bearer = stack.valid_token(USER);
+    let cookie = stack.valid_token("0d9c5a41-3f7e-4c2b-9a68-1e5f7b2c4d93");
+
+    let required = stack.get_with_token("/api/x", &bearer).await;
+    assert_eq!(required.status(), 200);
+    let open = stack
+        .get_with_headers(
+            "/public/x",
+            &[("cookie", format!("hanko={cookie}").as_str())],
+        )
+        .await;
+    assert_eq!(open.status(), 200);
+
+    let found = hanko_edge_tests::edge_proxy::poll_until(std::time::Duration::from_secs(5), || {
+        let log = stack.proxy.log();
+        async move { log.matches("edge_proxy::access").count() >= 2 }
+    })
+    .await;
+    let log = stack.proxy.log();
+    assert!(found, "two access events expected:\n{log}");
+    for token in [&bearer, &cookie] {
+        let signature = token.rsplit('.').next().expect("three parts");
+        assert!(!log.contains(signature), "a token reached the log:\n{log}");
+    }
+}
