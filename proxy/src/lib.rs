@@ -24,3 +24,4 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod service;
+pub mod upgrade_socket;

@@ -6,7 +6,7 @@
 //! terminator or on a trusted network.
 #![forbid(unsafe_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ use edge_proxy::refresher::KeyRefresher;
 use edge_proxy::reload::{self, ConfigReloader};
 use edge_proxy::runtime::Runtime;
 use edge_proxy::service::EdgeProxy;
+use edge_proxy::upgrade_socket;
 
 /// jemalloc instead of glibc's allocator. Every request allocates and frees
 /// Pingora's header maps, buffers and futures. Under load glibc's `malloc`
@@ -89,14 +90,21 @@ fn run(cli: &Cli) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    // 5. From here on SIGHUP reloads the config instead of ending the
+    // 5. The upgrade socket's directory must be this user's alone: the
+    //    listening sockets go to whoever listens on that path.
+    if let Err(error) = upgrade_socket::prepare(&config.upgrade_socket) {
+        eprintln!("edge-proxy: {error:#}");
+        return ExitCode::FAILURE;
+    }
+
+    // 6. From here on SIGHUP reloads the config instead of ending the
     //    process.
     if let Err(error) = reload::install_hangup_handler() {
         eprintln!("edge-proxy: {error:#}");
         return ExitCode::FAILURE;
     }
 
-    // 6. Services, then run until a signal stops the server.
+    // 7. Services, then run until a signal stops the server.
     match build_server(&cli.config, &config, cli.upgrade) {
         Ok(server) => {
             tracing::info!(
@@ -119,23 +127,23 @@ fn run(cli: &Cli) -> ExitCode {
     }
 }
 
-/// Binds and releases every listen address to fail fast on a taken port.
+/// Binds every listen address to fail fast on a taken port. The sockets
+/// stay open until all are bound, so two addresses that cannot both be
+/// bound fail here too.
 fn check_binds(config: &Config) -> anyhow::Result<()> {
     let addresses = config
         .listen
         .iter()
         .map(|address| ("proxy.listen", *address))
         .chain(std::iter::once(("proxy.admin_listen", config.admin_listen)));
+    let mut bound = Vec::new();
     for (key, address) in addresses {
-        bind_once(address).with_context(|| {
+        let listener = TcpListener::bind(address).with_context(|| {
             format!("cannot listen on {key} = \"{address}\"; is another process using it?")
         })?;
+        bound.push(listener);
     }
     Ok(())
-}
-
-fn bind_once(address: SocketAddr) -> std::io::Result<()> {
-    TcpListener::bind(address).map(drop)
 }
 
 /// Builds the Pingora server with the proxy, admin, key refresh, config
@@ -143,7 +151,7 @@ fn bind_once(address: SocketAddr) -> std::io::Result<()> {
 fn build_server(config_path: &Path, config: &Config, upgrade: bool) -> anyhow::Result<Server> {
     let server_conf = ServerConf {
         threads: config.worker_threads,
-        upgrade_sock: config.upgrade_socket.to_string_lossy().into_owned(),
+        upgrade_sock: config.upgrade_socket.path().to_string_lossy().into_owned(),
         grace_period_seconds: Some(config.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.shutdown_timeout.as_secs()),
         upstream_keepalive_pool_size: config.upstream_keepalive_pool_size,

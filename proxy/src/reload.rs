@@ -263,8 +263,8 @@ pub fn restart_only_changes(running: &Config, file: &Config) -> Vec<RestartOnly>
     );
     compare(
         "proxy.upgrade_socket",
-        running.upgrade_socket.display().to_string(),
-        file.upgrade_socket.display().to_string(),
+        running.upgrade_socket.path().display().to_string(),
+        file.upgrade_socket.path().display().to_string(),
     );
     compare(
         "proxy.grace_period_seconds",

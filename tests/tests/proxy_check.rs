@@ -1,6 +1,8 @@
 //! `edge-proxy check` on the shipped config and on broken ones, and the
-//! start-up failure when a listen address is taken.
+//! start-up failures when a listen address is taken or the upgrade socket's
+//! directory is open to other users.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -100,16 +102,19 @@ fn check_rejects_unreadable_file() {
     assert!(stderr(&output).contains("/nonexistent/edge-proxy.toml"));
 }
 
-#[tokio::test]
-async fn serving_on_a_taken_port_exits_with_a_message() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let taken_addr = taken.local_addr().expect("address");
-    let admin = free_loopback_addr();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("config.toml");
-    let config = VALID
-        .replace("127.0.0.1:18080", &taken_addr.to_string())
-        .replace("127.0.0.1:19090", &admin.to_string());
+#[test]
+fn check_rejects_overlapping_listen_addresses() {
+    let config = VALID.replace(
+        "listen = [\"127.0.0.1:18080\"]",
+        "listen = [\"0.0.0.0:18080\", \"127.0.0.1:18080\"]",
+    );
+    assert_check_fails(&config, &["proxy.listen[1]", "overlaps \"0.0.0.0:18080\""]);
+}
+
+/// Serves `config` from a file in `dir`, expects the process to exit with
+/// a failure within 10 s, and returns its output.
+async fn serve_expecting_failure(dir: &Path, config: &str, failure: &str) -> String {
+    let path = dir.join("config.toml");
     std::fs::write(&path, config).expect("write config");
 
     let mut command = Command::new(binary_path("edge-proxy"));
@@ -117,10 +122,53 @@ async fn serving_on_a_taken_port_exits_with_a_message() {
     let mut process = ChildProcess::spawn("edge-proxy", command);
     let status = process.wait_exit(Duration::from_secs(10)).await;
 
-    let status = status.unwrap_or_else(|| process.fail("kept running on a taken port"));
+    let status = status.unwrap_or_else(|| process.fail(failure));
     assert!(!status.success());
-    let log = process.log();
+    process.log()
+}
+
+#[tokio::test]
+async fn serving_on_a_taken_port_exits_with_a_message() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("address");
+    let admin = free_loopback_addr();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = VALID
+        .replace("127.0.0.1:18080", &taken_addr.to_string())
+        .replace("127.0.0.1:19090", &admin.to_string());
+
+    let log = serve_expecting_failure(dir.path(), &config, "kept running on a taken port").await;
+
     assert!(log.contains("cannot listen on proxy.listen"), "{log}");
     assert!(log.contains(&taken_addr.to_string()), "{log}");
     drop(taken);
+}
+
+#[tokio::test]
+async fn shared_upgrade_directory_stops_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let socket = shared.join("upgrade.sock");
+    let config = VALID
+        .replace("127.0.0.1:18080", &free_loopback_addr().to_string())
+        .replace("127.0.0.1:19090", &free_loopback_addr().to_string())
+        .replace(
+            "[proxy.auth]",
+            &format!("upgrade_socket = \"{}\"\n\n[proxy.auth]", socket.display()),
+        );
+
+    let log = serve_expecting_failure(
+        dir.path(),
+        &config,
+        "kept running with an upgrade socket others can replace",
+    )
+    .await;
+
+    assert!(
+        log.contains("can be written by other users (mode 1777)"),
+        "{log}"
+    );
+    assert!(log.contains(&shared.display().to_string()), "{log}");
 }

@@ -7,6 +7,7 @@
 //! touches the network.
 
 mod file;
+mod listen;
 mod validate;
 
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ pub struct Config {
     /// requests.
     pub keepalive_timeout: Duration,
     /// Unix socket used to hand listeners to a new process on upgrade.
-    pub upgrade_socket: PathBuf,
+    pub upgrade_socket: UpgradeSocket,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive_pool_size: usize,
     /// Peers whose forwarding headers name the client.
@@ -53,6 +54,25 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+}
+
+/// Path of the Unix socket that hands the listening sockets to a new
+/// process on a graceful upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpgradeSocket {
+    /// `proxy.upgrade_socket` as configured; its directory must exist.
+    Configured(PathBuf),
+    /// The default, in a directory of the user's own that start-up creates.
+    Default(PathBuf),
+}
+
+impl UpgradeSocket {
+    /// Returns the socket's path.
+    pub fn path(&self) -> &Path {
+        match self {
+            UpgradeSocket::Configured(path) | UpgradeSocket::Default(path) => path,
+        }
+    }
 }
 
 /// Validated `[proxy.auth]`.
@@ -186,7 +206,8 @@ impl Config {
     ///
     /// Fails like [`Config::load`], without the file name.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let file: file::FileConfig = toml::from_str(text).map_err(ConfigError::parse)?;
+        let file: file::FileConfig =
+            toml::from_str(text).map_err(|error| ConfigError::parse(&error, text))?;
         validate::validate(file.proxy)
     }
 }

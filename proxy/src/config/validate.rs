@@ -18,8 +18,10 @@ use jsonwebtoken::Algorithm;
 use url::Url;
 
 use super::file::{AuthFile, CorsFile, ProxyFile, RateLimitFile, RouteFile};
+use super::listen;
 use super::{
     AuthConfig, AuthMode, ClaimHeader, Config, JwksSettings, RouteConfig, TokenCacheSettings,
+    UpgradeSocket,
 };
 use crate::auth::session::{SessionCheckSettings, UnreachablePolicy};
 use crate::auth::token::TokenPolicy;
@@ -48,6 +50,11 @@ const SESSION_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 1..=60_000;
 const REQUESTS_PER_SECOND_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
 /// Burst sizes accepted, in requests.
 const BURST_RANGE: std::ops::RangeInclusive<i64> = 1..=1_000_000;
+/// Grace periods accepted, in seconds: longer would let one open
+/// WebSocket hold a stop or an upgrade for hours.
+const GRACE_PERIOD_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 0..=3600;
+/// Times Pingora may wait for its runtimes to stop, in seconds.
+const SHUTDOWN_TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 0..=300;
 /// Client keep-alive idle times accepted, in seconds.
 const KEEPALIVE_TIMEOUT_SECONDS_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 /// Key set refresh periods accepted, in seconds: at most a day, the limit
@@ -104,10 +111,23 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// Wraps a TOML parse error, whose message already names line and key.
-    pub(super) fn parse(error: toml::de::Error) -> Self {
+    /// Wraps a TOML parse error of `text` with its line and column but
+    /// not the line itself: the file may hold `[backend]`'s database
+    /// password, and a reload logs this message.
+    pub(super) fn parse(error: &toml::de::Error, text: &str) -> Self {
+        let message = error.message().trim_end();
+        let problem = match error.span() {
+            Some(span) => {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+                let line = before.matches('\n').count() + 1;
+                let column = before[line_start..].chars().count() + 1;
+                format!("TOML parse error at line {line}, column {column}: {message}")
+            }
+            None => format!("TOML parse error: {message}"),
+        };
         Self {
-            problems: vec![error.to_string().trim_end().to_owned()],
+            problems: vec![problem],
         }
     }
 
@@ -175,14 +195,18 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
     let mut problems = Problems::default();
 
     let listen = validate_listen(&file.listen, &mut problems);
-    let admin_listen = parse_socket_addr("proxy.admin_listen", &file.admin_listen, &mut problems);
+    let admin_listen = parse_listen_addr("proxy.admin_listen", &file.admin_listen, &mut problems);
     if let Some(admin) = admin_listen
-        && listen.contains(&admin)
+        && let Some(taken) = listen
+            .iter()
+            .find(|address| listen::overlaps(**address, admin))
     {
         problems.add(
             "proxy.admin_listen",
             &file.admin_listen,
-            "is also in proxy.listen; give the admin listener its own address",
+            format!(
+                "overlaps proxy.listen's \"{taken}\"; give the admin listener its own address or port"
+            ),
         );
     }
 
@@ -200,13 +224,41 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
     };
 
     let upgrade_socket = match &file.upgrade_socket {
-        Some(path) if path.is_empty() => {
-            problems.add("proxy.upgrade_socket", path, "must not be empty");
-            PathBuf::new()
-        }
-        Some(path) => PathBuf::from(path),
-        None => default_upgrade_socket(admin_listen),
+        Some(path) => UpgradeSocket::Configured(PathBuf::from(path)),
+        None => UpgradeSocket::Default(default_upgrade_socket(admin_listen)),
     };
+    if let Some(problem) = listen::socket_path_problem(upgrade_socket.path()) {
+        let hint = match upgrade_socket {
+            UpgradeSocket::Configured(_) => "",
+            UpgradeSocket::Default(_) => " (the default path; set proxy.upgrade_socket)",
+        };
+        problems.add(
+            "proxy.upgrade_socket",
+            upgrade_socket.path().display(),
+            format!("{problem}{hint}"),
+        );
+    }
+
+    for (key, seconds, range) in [
+        (
+            "proxy.grace_period_seconds",
+            file.grace_period_seconds,
+            GRACE_PERIOD_SECONDS_RANGE,
+        ),
+        (
+            "proxy.shutdown_timeout_seconds",
+            file.shutdown_timeout_seconds,
+            SHUTDOWN_TIMEOUT_SECONDS_RANGE,
+        ),
+    ] {
+        if !range.contains(&seconds) {
+            problems.add(
+                key,
+                seconds,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+        }
+    }
 
     if !KEEPALIVE_TIMEOUT_SECONDS_RANGE.contains(&file.keepalive_timeout_seconds) {
         problems.add(
@@ -285,14 +337,30 @@ fn validate_listen(values: &[String], problems: &mut Problems) -> Vec<SocketAddr
     let mut addresses = Vec::with_capacity(values.len());
     for (index, value) in values.iter().enumerate() {
         let key = format!("proxy.listen[{index}]");
-        if let Some(address) = parse_socket_addr(&key, value, problems) {
-            if addresses.contains(&address) {
-                problems.add(&key, value, "is listed twice");
+        if let Some(address) = parse_listen_addr(&key, value, problems) {
+            if let Some(taken) = addresses
+                .iter()
+                .find(|seen| listen::overlaps(**seen, address))
+            {
+                problems.add(
+                    &key,
+                    value,
+                    format!("overlaps \"{taken}\" listed before it; list the address once"),
+                );
             }
             addresses.push(address);
         }
     }
     addresses
+}
+
+/// Parses a listen address, which needs a port other than 0.
+fn parse_listen_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    let address = parse_socket_addr(key, value, problems)?;
+    if let Some(problem) = listen::address_problem(address) {
+        problems.add(key, value, problem);
+    }
+    Some(address)
 }
 
 fn parse_socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
@@ -324,10 +392,18 @@ fn validate_trusted_proxies(values: &[String], problems: &mut Problems) -> Trust
 }
 
 /// Derives an upgrade socket path that differs between instances on one
-/// host, because no two instances can share an admin address.
+/// host, because no two instances can share an admin address. It lies in
+/// a directory of the user's own, `<temp dir>/edge-proxy-<uid>`, so that
+/// no other local user can put a socket there to receive the listeners.
 fn default_upgrade_socket(admin_listen: Option<SocketAddr>) -> PathBuf {
-    let port = admin_listen.map_or(0, |address| address.port());
-    std::env::temp_dir().join(format!("edge-proxy-upgrade-{port}.sock"))
+    let uid = nix::unistd::geteuid();
+    let name = admin_listen.map_or_else(
+        || "upgrade.sock".to_owned(),
+        |address| format!("upgrade-{address}.sock"),
+    );
+    std::env::temp_dir()
+        .join(format!("edge-proxy-{uid}"))
+        .join(name)
 }
 
 fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> {
@@ -1037,12 +1113,21 @@ fn validate_cors(key: &str, file: CorsFile, problems: &mut Problems) -> Option<C
             );
         }
         for (index, origin) in file.allowed_origins.iter().enumerate() {
-            if !is_origin(origin) {
-                problems.add(
-                    &format!("{key}.allowed_origins[{index}]"),
+            let key = format!("{key}.allowed_origins[{index}]");
+            match serialized_origin(origin) {
+                None => problems.add(
+                    &key,
                     origin,
                     "is not an origin such as https://app.example.com (scheme and host, no path), or \"*\" alone",
-                );
+                ),
+                // Browsers send the serialized form and the match is exact,
+                // so any other spelling would never match.
+                Some(serialized) if serialized != *origin => problems.add(
+                    &key,
+                    origin,
+                    format!("is not written as browsers send it; write \"{serialized}\""),
+                ),
+                Some(_) => {}
             }
         }
         AllowedOrigins::List(file.allowed_origins.clone())
@@ -1088,16 +1173,18 @@ fn validate_cors(key: &str, file: CorsFile, problems: &mut Problems) -> Option<C
     ))
 }
 
-fn is_origin(value: &str) -> bool {
-    let Ok(url) = Url::parse(value) else {
-        return false;
-    };
-    matches!(url.scheme(), "http" | "https")
+/// Returns `value` as an `Origin` header spells it (RFC 6454: lower-case
+/// scheme and host, international names in ASCII, no default port), or
+/// `None` when it is not an http or https origin without path or query.
+fn serialized_origin(value: &str) -> Option<String> {
+    let url = Url::parse(value).ok()?;
+    let is_origin = matches!(url.scheme(), "http" | "https")
         && url.host().is_some()
         && url.path() == "/"
         && !value.ends_with('/')
         && url.query().is_none()
-        && url.username().is_empty()
+        && url.username().is_empty();
+    is_origin.then(|| url.origin().ascii_serialization())
 }
 
 /// Reports whether `byte` may appear in an RFC 9110 token.
@@ -1228,12 +1315,35 @@ mod tests {
         assert!(config.auth.token_cache.is_some());
         assert_eq!(config.routes[0].path_prefix, "/api");
         assert!(config.worker_threads >= 1);
-        assert!(
-            config
-                .upgrade_socket
-                .to_string_lossy()
-                .ends_with("edge-proxy-upgrade-9090.sock")
+        let uid = nix::unistd::geteuid();
+        assert_eq!(
+            config.upgrade_socket,
+            super::super::UpgradeSocket::Default(
+                std::env::temp_dir()
+                    .join(format!("edge-proxy-{uid}"))
+                    .join("upgrade-127.0.0.1:9090.sock")
+            )
         );
+    }
+
+    #[test]
+    fn syntax_error_names_the_line_without_its_text() {
+        let text =
+            format!("{MINIMAL}\n[backend]\ndatabase_url = \"postgres://app:s3cret@db/items\n");
+
+        let error = Config::from_toml(&text).expect_err("unterminated string");
+
+        let message = error.to_string();
+        let line = text
+            .lines()
+            .position(|line| line.starts_with("database_url"))
+            .expect("the line is there")
+            + 1;
+        assert!(
+            message.starts_with(&format!("TOML parse error at line {line}, column 47: ")),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]
@@ -1340,6 +1450,66 @@ mod tests {
                 "[proxy]",
                 "[proxy]\nlisten = [\"127.0.0.1:9000\"]\nadmin_listen = \"127.0.0.1:9000\"",
                 "proxy.admin_listen",
+            ),
+            (
+                "admin on a wildcard proxy address is rejected",
+                "[proxy]",
+                "[proxy]\nlisten = [\"0.0.0.0:9000\"]\nadmin_listen = \"127.0.0.1:9000\"",
+                "proxy.admin_listen = \"127.0.0.1:9000\": overlaps proxy.listen's \"0.0.0.0:9000\"",
+            ),
+            (
+                "overlapping listen addresses are rejected",
+                "[proxy]",
+                "[proxy]\nlisten = [\"[::]:8080\", \"127.0.0.1:8080\"]",
+                "proxy.listen[1] = \"127.0.0.1:8080\": overlaps \"[::]:8080\"",
+            ),
+            (
+                "listen port 0 is rejected",
+                "[proxy]",
+                "[proxy]\nlisten = [\"127.0.0.1:0\"]",
+                "proxy.listen[0] = \"127.0.0.1:0\": has port 0",
+            ),
+            (
+                "admin port 0 is rejected",
+                "[proxy]",
+                "[proxy]\nadmin_listen = \"127.0.0.1:0\"",
+                "proxy.admin_listen = \"127.0.0.1:0\": has port 0",
+            ),
+            (
+                "grace period over an hour is rejected",
+                "[proxy]",
+                "[proxy]\ngrace_period_seconds = 18446744073709551615",
+                "proxy.grace_period_seconds = 18446744073709551615: must be between 0 and 3600",
+            ),
+            (
+                "shutdown timeout over five minutes is rejected",
+                "[proxy]",
+                "[proxy]\nshutdown_timeout_seconds = 301",
+                "proxy.shutdown_timeout_seconds = 301: must be between 0 and 300",
+            ),
+            (
+                "cors origin in capitals is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\n[proxy.routes.cors]\nallowed_origins = [\"https://App.example.com\"]",
+                "allowed_origins[0] = \"https://App.example.com\": is not written as browsers send it; write \"https://app.example.com\"",
+            ),
+            (
+                "cors origin with default port is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\n[proxy.routes.cors]\nallowed_origins = [\"https://app.example.com:443\"]",
+                "write \"https://app.example.com\"",
+            ),
+            (
+                "cors origin with unicode host is rejected",
+                "auth = \"required\"",
+                "auth = \"required\"\n[proxy.routes.cors]\nallowed_origins = [\"https://bücher.example\"]",
+                "write \"https://xn--bcher-kva.example\"",
+            ),
+            (
+                "relative upgrade socket is rejected",
+                "[proxy]",
+                "[proxy]\nupgrade_socket = \"upgrade.sock\"",
+                "proxy.upgrade_socket = \"upgrade.sock\": must be an absolute file path",
             ),
             (
                 "plain http key set off loopback is rejected",
