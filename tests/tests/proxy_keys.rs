@@ -97,6 +97,97 @@ async fn random_kids_cost_at_most_one_refetch() {
 }
 
 #[tokio::test]
+async fn failed_refetch_for_new_kid_gives_503() {
+    let stack =
+        ProxyStack::start_with(|config| config.jwks("unknown_kid_cooldown_seconds = 2")).await;
+    let url = stack.proxy.url("/api/x");
+    let old_token = stack.valid_token(USER);
+    assert_eq!(
+        status_with_token(&stack.client, &url, &old_token).await,
+        200
+    );
+
+    // Hanko rotated to a key the proxy has not seen, and its key set
+    // endpoint fails.
+    let new_key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    stack.jwks.add_key(&new_key);
+    stack.jwks.set_unavailable(true);
+    let new_token = new_key.sign(&hanko_claims(USER)).expect("signs");
+
+    let response = stack.get_with_token("/api/x", &new_token).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let fetches = stack.jwks.fetch_count();
+    assert_eq!(
+        status_with_token(&stack.client, &url, &new_token).await,
+        503,
+        "within the cooldown the failed refetch stands"
+    );
+    assert_eq!(
+        stack.jwks.fetch_count(),
+        fetches,
+        "no fetch within the cooldown"
+    );
+    assert_eq!(
+        status_with_token(&stack.client, &url, &old_token).await,
+        200,
+        "known keys keep working"
+    );
+
+    stack.jwks.set_unavailable(false);
+    let recovered = poll_until(POLL_TIMEOUT, || async {
+        status_with_token(&stack.client, &url, &new_token).await == 200
+    })
+    .await;
+    assert!(recovered, "the new key passes once the key set is back");
+}
+
+#[tokio::test]
+async fn unknown_kids_in_cooldown_skip_slow_fetches() {
+    let stack = ProxyStack::start().await;
+    let url = stack.proxy.url("/api/x");
+    assert_eq!(
+        status_with_token(&stack.client, &url, &stack.valid_token(USER)).await,
+        200
+    );
+    let random_kid_token = || {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(uuid::Uuid::new_v4().to_string());
+        jsonwebtoken::encode(&header, &hanko_claims(USER), stack.key.encoding_key()).expect("signs")
+    };
+
+    // From now on every fetch takes 3 s. The refetch for the first unknown
+    // kid loads a set with a max-age of 1 s, so about a second later the
+    // background refresh starts a fetch and holds the fetch lock for 3 s.
+    stack.jwks.set_delay(Duration::from_secs(3));
+    stack.jwks.set_max_age(Some(1));
+    assert_eq!(
+        status_with_token(&stack.client, &url, &random_kid_token()).await,
+        401
+    );
+    let fetches = stack.jwks.fetch_count();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            status_with_token(&stack.client, &url, &random_kid_token()).await,
+            401
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "an unknown kid within the cooldown waited {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(
+        stack.jwks.fetch_count(),
+        fetches + 1,
+        "one background fetch, started before the requests, was still running"
+    );
+}
+
+#[tokio::test]
 async fn concurrent_cold_requests_share_one_fetch() {
     let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
     let jwks = JwksServer::start(&[&key]).await;
@@ -237,6 +328,11 @@ async fn cold_proxy_with_key_set_down_gives_503_then_recovers() {
     assert!((1..=5).contains(&retry_after), "Retry-After {retry_after}");
     let body: serde_json::Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], 503);
+    let malformed = status_with_token(&client, &proxy.url("/api/x"), "abc").await;
+    assert_eq!(
+        malformed, 401,
+        "no key set could make a malformed token valid"
+    );
     assert_eq!(upstream.request_count(), 0);
 
     let public = client

@@ -81,10 +81,18 @@ pub enum FetchError {
     KeySet(#[from] KeySetError),
 }
 
-/// Fetch bookkeeping, guarded by one lock so that refreshes never overlap.
-#[derive(Debug, Default)]
-struct RefreshState {
-    last_unknown_kid_fetch: Option<Instant>,
+/// The last refetch caused by a token with an unknown `kid`.
+#[derive(Debug, Clone, Copy)]
+struct KidRefetch {
+    started_at: Instant,
+    failed: bool,
+}
+
+/// Locks `mutex`, also after a panic elsewhere: the value is a plain copy.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Expires the cached set once its max-age and the stale window have passed.
@@ -118,7 +126,12 @@ pub struct KeySource {
     allowed: Vec<Algorithm>,
     settings: JwksSettings,
     cache: Cache<(), Arc<FetchedKeys>>,
-    refresh: Mutex<RefreshState>,
+    /// Held by every fetch outside the cold start, so refreshes never
+    /// overlap.
+    refresh: Mutex<()>,
+    /// Read without the refresh lock, so that requests within the
+    /// cooldown do not wait behind a slow fetch.
+    last_kid_refetch: std::sync::Mutex<Option<KidRefetch>>,
     /// Wakes the refresh loop when a fetch outside it loaded a new set,
     /// whose max-age may call for an earlier refresh.
     loaded: Notify,
@@ -164,7 +177,8 @@ impl KeySource {
             allowed,
             settings,
             cache,
-            refresh: Mutex::new(RefreshState::default()),
+            refresh: Mutex::new(()),
+            last_kid_refetch: std::sync::Mutex::new(None),
             loaded: Notify::new(),
             started: Instant::now(),
             last_failure_ms: AtomicU64::new(0),
@@ -236,29 +250,70 @@ impl KeySource {
 
     /// Refetches the set because a token named `kid`, which the set lacks.
     ///
-    /// Returns the new set when it now contains `kid`. Returns `None` without a
-    /// fetch while the cooldown since the last unknown-`kid` refetch runs.
-    pub async fn refetch_for_kid(&self, kid: &str) -> Option<Arc<FetchedKeys>> {
-        let mut state = self.refresh.lock().await;
+    /// Returns the new set when it now contains `kid`, and `None` when it
+    /// does not. Within the cooldown since the last unknown-`kid` refetch
+    /// there is no fetch, and the outcome of that refetch is returned again.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`KeysUnavailable`] when the refetch failed, or failed
+    /// within the cooldown: a token signed with a new key cannot be told
+    /// from a forged `kid` while the key set cannot be fetched.
+    pub async fn refetch_for_kid(
+        &self,
+        kid: &str,
+    ) -> Result<Option<Arc<FetchedKeys>>, KeysUnavailable> {
+        if let Some(settled) = self.settled_for_kid(kid).await {
+            return settled;
+        }
+        let _refresh = self.refresh.lock().await;
+        // A request ahead of this one may have refetched meanwhile.
+        if let Some(settled) = self.settled_for_kid(kid).await {
+            return settled;
+        }
 
-        // A request ahead of this one may have fetched the key already.
+        tracing::info!(url = %self.url, "refetching the key set for an unknown kid");
+        let started_at = Instant::now();
+        let fetched = self.fetch().await;
+        *lock(&self.last_kid_refetch) = Some(KidRefetch {
+            started_at,
+            failed: fetched.is_err(),
+        });
+        let Ok(keys) = fetched else {
+            return Err(KeysUnavailable {
+                retry_after_seconds: self.settings.unknown_kid_cooldown.as_secs().max(1),
+            });
+        };
+        self.cache.insert((), keys.clone()).await;
+        self.loaded.notify_one();
+        Ok(keys.set.contains(kid).then_some(keys))
+    }
+
+    /// Returns the outcome for `kid` when no refetch is due: the cached set
+    /// once it contains `kid`, or within the cooldown what the last refetch
+    /// gave.
+    async fn settled_for_kid(
+        &self,
+        kid: &str,
+    ) -> Option<Result<Option<Arc<FetchedKeys>>, KeysUnavailable>> {
         if let Some(keys) = self.cache.get(&()).await
             && keys.set.contains(kid)
         {
-            return Some(keys);
+            return Some(Ok(Some(keys)));
         }
-        if let Some(last) = state.last_unknown_kid_fetch
-            && last.elapsed() < self.settings.unknown_kid_cooldown
-        {
-            return None;
+        let last = (*lock(&self.last_kid_refetch))?;
+        let remaining = self
+            .settings
+            .unknown_kid_cooldown
+            .checked_sub(last.started_at.elapsed())
+            .filter(|remaining| !remaining.is_zero())?;
+        if last.failed {
+            Some(Err(KeysUnavailable {
+                retry_after_seconds: remaining.as_secs().max(1),
+            }))
+        } else {
+            Some(Ok(None))
         }
-        state.last_unknown_kid_fetch = Some(Instant::now());
-
-        tracing::info!(url = %self.url, "refetching the key set for an unknown kid");
-        let keys = self.fetch().await.ok()?;
-        self.cache.insert((), keys.clone()).await;
-        self.loaded.notify_one();
-        keys.set.contains(kid).then_some(keys)
     }
 
     /// Runs the refresh loop until `shutdown` fires: loads the set at start,
@@ -289,7 +344,7 @@ impl KeySource {
 
     /// Fetches the set now and replaces the cached one on success.
     async fn refresh_now(&self) -> Option<Arc<FetchedKeys>> {
-        let _state = self.refresh.lock().await;
+        let _refresh = self.refresh.lock().await;
         let keys = self.fetch().await.ok()?;
         self.cache.insert((), keys.clone()).await;
         Some(keys)

@@ -123,7 +123,8 @@ impl Authenticator {
     ///
     /// [`AuthError::Invalid`] when the token fails a check (after one
     /// refetch for an unseen `kid`) or its session is revoked,
-    /// [`AuthError::Unavailable`] when no key set can be had,
+    /// [`AuthError::Unavailable`] when no key set can be had or the refetch
+    /// for an unseen `kid` failed,
     /// [`AuthError::SessionUnavailable`] when Hanko cannot confirm the
     /// session and the policy rejects.
     pub async fn authenticate(&self, token: &str) -> Result<Authenticated, AuthError> {
@@ -138,7 +139,15 @@ impl Authenticator {
 
     /// Checks `token` against the key set and the verified-token cache.
     async fn verify_locally(&self, token: &str) -> Result<Authenticated, AuthError> {
-        let keys = self.keys.current().await?;
+        let keys = match self.keys.current().await {
+            Ok(keys) => keys,
+            Err(unavailable) => {
+                // A token that fails the checks needing no key gets 401,
+                // not 503, because no key set would let it through.
+                token::check_without_keys(token, &self.policy)?;
+                return Err(unavailable.into());
+            }
+        };
         let now = unix_now();
 
         if let Some(cache) = &self.cache {
@@ -158,7 +167,7 @@ impl Authenticator {
                 let fresh = self
                     .keys
                     .refetch_for_kid(&kid)
-                    .await
+                    .await?
                     .ok_or(Refusal::UnknownKid)?;
                 token::verify(token, &fresh.set, unix_now(), &self.policy)?
             }

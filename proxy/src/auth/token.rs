@@ -130,7 +130,18 @@ struct Header {
     #[serde(default)]
     kid: Option<String>,
     #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
     crit: Option<Value>,
+}
+
+/// A token whose size, shape and header passed the checks that need no key.
+struct Unverified<'a> {
+    header_part: &'a str,
+    payload_part: &'a str,
+    signature_part: &'a str,
+    algorithm: Algorithm,
+    kid: String,
 }
 
 /// Verifies `token` against `keys` at `now` (seconds since the Unix epoch).
@@ -145,27 +156,13 @@ pub fn verify(
     now: u64,
     policy: &TokenPolicy,
 ) -> Result<VerifiedToken, Refusal> {
-    if token.len() > policy.max_token_bytes {
-        return Err(Refusal::TooLarge);
-    }
-    let (header_part, payload_part, signature_part) = split_parts(token)?;
-
-    let header: Header =
-        serde_json::from_slice(&decode_part(header_part)?).map_err(|_| Refusal::Malformed)?;
-    // RFC 7515 section 4.1.11: a token naming critical extensions the
-    // verifier does not implement must be rejected; this verifier implements
-    // none.
-    if header.crit.is_some() {
-        return Err(Refusal::Malformed);
-    }
-    let algorithm = Algorithm::from_str(&header.alg)
-        .ok()
-        .filter(|algorithm| policy.algorithms.contains(algorithm))
-        .ok_or(Refusal::DisallowedAlgorithm)?;
-    let kid = header
-        .kid
-        .filter(|kid| !kid.is_empty())
-        .ok_or(Refusal::MissingKid)?;
+    let Unverified {
+        header_part,
+        payload_part,
+        signature_part,
+        algorithm,
+        kid,
+    } = check_header(token, policy)?;
     let key = keys.get(&kid).ok_or(Refusal::UnknownKid)?;
     if !key.supports(algorithm) {
         return Err(Refusal::DisallowedAlgorithm);
@@ -207,6 +204,58 @@ pub fn verify(
         subject,
         expires_at,
         claims,
+    })
+}
+
+/// Runs the checks that need no key: size, shape, header, algorithm
+/// allow-list and `kid`. A token that fails them is refused whatever key
+/// set could be fetched.
+///
+/// # Errors
+///
+/// Returns the first check the token fails.
+pub fn check_without_keys(token: &str, policy: &TokenPolicy) -> Result<(), Refusal> {
+    check_header(token, policy).map(drop)
+}
+
+fn check_header<'a>(token: &'a str, policy: &TokenPolicy) -> Result<Unverified<'a>, Refusal> {
+    if token.len() > policy.max_token_bytes {
+        return Err(Refusal::TooLarge);
+    }
+    let (header_part, payload_part, signature_part) = split_parts(token)?;
+
+    let header: Header =
+        serde_json::from_slice(&decode_part(header_part)?).map_err(|_| Refusal::Malformed)?;
+    // RFC 7515 section 4.1.11: a token naming critical extensions the
+    // verifier does not implement must be rejected; this verifier implements
+    // none.
+    if header.crit.is_some() {
+        return Err(Refusal::Malformed);
+    }
+    // Hanko's session tokens carry `typ: JWT`. Another type, such as `at+jwt`
+    // (RFC 9068), marks a token meant for other checks, even when signed
+    // with the same keys.
+    if header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT"))
+    {
+        return Err(Refusal::Malformed);
+    }
+    let algorithm = Algorithm::from_str(&header.alg)
+        .ok()
+        .filter(|algorithm| policy.algorithms.contains(algorithm))
+        .ok_or(Refusal::DisallowedAlgorithm)?;
+    let kid = header
+        .kid
+        .filter(|kid| !kid.is_empty())
+        .ok_or(Refusal::MissingKid)?;
+    Ok(Unverified {
+        header_part,
+        payload_part,
+        signature_part,
+        algorithm,
+        kid,
     })
 }
 
@@ -672,6 +721,51 @@ mod tests {
         assert_eq!(
             check(&token).expect_err("the token must be rejected"),
             Refusal::MissingKid
+        );
+    }
+
+    #[test]
+    fn other_token_type_is_rejected() {
+        let kid = rsa_key().kid.clone();
+        let access_token = hand_signed(
+            &json!({"alg": "RS256", "kid": kid, "typ": "at+jwt"}),
+            &claims(),
+        );
+        assert_eq!(
+            check(&access_token).expect_err("the token must be rejected"),
+            Refusal::Malformed
+        );
+
+        let lower_case = hand_signed(
+            &json!({"alg": "RS256", "kid": kid, "typ": "jwt"}),
+            &claims(),
+        );
+        assert!(check(&lower_case).is_ok());
+        let untyped = hand_signed(&json!({"alg": "RS256", "kid": kid}), &claims());
+        assert!(check(&untyped).is_ok());
+    }
+
+    #[test]
+    fn checks_without_keys_need_no_key_set() {
+        let policy = policy();
+        let unknown_key = second_rsa_key().sign(&claims());
+        assert_eq!(check_without_keys(&unknown_key, &policy), Ok(()));
+
+        let none = format!(
+            "{}.{}.{}",
+            b64(json!({"alg": "none", "kid": "k"}).to_string().as_bytes()),
+            b64(claims().to_string().as_bytes()),
+            b64(b"x")
+        );
+        assert_eq!(
+            check_without_keys(&none, &policy),
+            Err(Refusal::DisallowedAlgorithm)
+        );
+        assert_eq!(check_without_keys("abc", &policy), Err(Refusal::Malformed));
+        let untagged = hand_signed(&json!({"alg": "RS256"}), &claims());
+        assert_eq!(
+            check_without_keys(&untagged, &policy),
+            Err(Refusal::MissingKid)
         );
     }
 
