@@ -295,6 +295,20 @@ async fn forward_token_drops_unchecked_copies() {
         ["a=1".to_owned(), format!("hanko={token}; b=2")]
     );
 
+    // Parsers that split on commas or percent-decode names would read
+    // another session cookie in these.
+    let disguised = format!("hanko={token}; theme=dark, hanko=forged; hank%6F=forged; b=2");
+    let disguised = stack
+        .proxy
+        .raw_get("/api/x", &[("Cookie", disguised.as_bytes())])
+        .await
+        .echoed();
+    assert_eq!(disguised.header("x-user-id").as_deref(), Some(USER));
+    assert_eq!(
+        disguised.header_values("cookie"),
+        [format!("hanko={token}; b=2")]
+    );
+
     // A Basic header hides the cookie, which then was never checked.
     let basic = stack
         .get_with_headers(

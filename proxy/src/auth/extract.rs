@@ -137,17 +137,40 @@ pub fn without_cookie(header: &[u8], name: &[u8], keep_first: &mut bool) -> Opti
 }
 
 /// Decides for one cookie pair of [`without_cookie`]: a name equal to
-/// `name` in any ASCII case is removed, except the first exact one while
-/// `keep` is set, which clears `keep`.
+/// `name` in any ASCII case or once percent-decoded is removed, except the
+/// first exact one while `keep` is set, which clears `keep`. A pair that
+/// hides such a name after a comma goes as a whole, because parsers that
+/// also split on commas (RFC 2965 style) would read a second cookie there.
 fn is_removed(pair: &[u8], name: &[u8], keep: &mut bool) -> bool {
     let Some((cookie_name, _)) = split_cookie(pair) else {
         return false;
     };
+    let hides_name_after_comma = pair
+        .split(|byte| *byte == b',')
+        .skip(1)
+        .filter_map(split_cookie)
+        .any(|(hidden, _)| names_match(hidden, name));
+    if hides_name_after_comma {
+        return true;
+    }
     if *keep && cookie_name == name {
         *keep = false;
         return false;
     }
-    cookie_name.eq_ignore_ascii_case(name)
+    names_match(cookie_name, name)
+}
+
+/// Reports whether a cookie called `cookie_name` may be read as `name` by
+/// some upstream: frameworks differ in letter case, and some (PHP's
+/// `$_COOKIE`) percent-decode names.
+fn names_match(cookie_name: &[u8], name: &[u8]) -> bool {
+    if cookie_name.eq_ignore_ascii_case(name) {
+        return true;
+    }
+    cookie_name.contains(&b'%')
+        && percent_encoding::percent_decode(cookie_name)
+            .collect::<Vec<u8>>()
+            .eq_ignore_ascii_case(name)
 }
 
 /// Splits one `name=value` pair of a `Cookie` header, both parts trimmed.
@@ -328,6 +351,37 @@ mod tests {
                 String::from_utf8_lossy(header)
             );
         }
+    }
+
+    #[test]
+    fn without_cookie_removes_disguised_names() {
+        let cases: [(&[u8], Option<&[u8]>); 5] = [
+            (b"a=1, hanko=other; b=2", Some(b"b=2")),
+            (b"a=1,HANKO=other", Some(b"")),
+            (b"hank%6F=other; b=2", Some(b"b=2")),
+            (b"%68%41nko=other", Some(b"")),
+            (b"a=1,2; b=x,y", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                without_cookie(header, b"hanko", &mut false).as_deref(),
+                expected,
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
+
+    #[test]
+    fn disguised_names_go_when_keeping_the_first() {
+        assert_eq!(
+            without_cookie(b"hank%6F=other; hanko=one", b"hanko", &mut true).as_deref(),
+            Some(&b"hanko=one"[..])
+        );
+        assert_eq!(
+            without_cookie(b"hanko=one; a=1, hanko=other", b"hanko", &mut true).as_deref(),
+            Some(&b"hanko=one"[..])
+        );
     }
 
     #[test]
