@@ -51,7 +51,23 @@ impl Identity {
             .expect("the verifier only accepts header-safe subjects");
         headers.push((wire_name(user_id_header), subject_value));
 
+        let email_verified = token
+            .claims
+            .get("email")
+            .and_then(|email| email.get("is_verified"))
+            .and_then(Value::as_bool)
+            == Some(true);
         for mapping in claim_headers {
+            // Hanko puts unverified addresses in `email` too when its config
+            // does not require verification. An upstream would trust the
+            // address as the user's, as oauth2-proxy users expect by default.
+            if !email_verified && is_unverified_email_claim(&mapping.path) {
+                tracing::debug!(
+                    claim = %mapping.claim,
+                    "email.is_verified is not true; header left out"
+                );
+                continue;
+            }
             let Some(value) = lookup(&token.claims, &mapping.path) else {
                 continue;
             };
@@ -78,6 +94,13 @@ impl Identity {
             headers,
         }
     }
+}
+
+/// Reports whether `path` names a field of Hanko's `email` claim other
+/// than `is_verified`, which is sent only for a verified address.
+fn is_unverified_email_claim(path: &[String]) -> bool {
+    path.first().is_some_and(|first| first == "email")
+        && path.get(1).is_none_or(|field| field != "is_verified")
 }
 
 fn wire_name(name: &HeaderName) -> Bytes {
@@ -265,6 +288,36 @@ mod tests {
     }
 
     #[test]
+    fn unverified_email_is_left_out() {
+        let user = HeaderName::from_static("x-user-id");
+        let mappings = [
+            claim_header("email.address", "x-user-email"),
+            claim_header("email", "x-user-email-object"),
+            claim_header("email.is_verified", "x-email-verified"),
+        ];
+        for email in [
+            json!({"address": "ada@example.com", "is_verified": false}),
+            json!({"address": "ada@example.com"}),
+            json!({"address": "ada@example.com", "is_verified": "true"}),
+        ] {
+            let identity =
+                Identity::from_verified(verified(json!({ "email": email })), &user, &mappings);
+
+            let names: Vec<&[u8]> = identity
+                .headers
+                .iter()
+                .map(|(name, _)| name.as_ref())
+                .collect();
+            let expected_names: &[&[u8]] = if email["is_verified"].is_null() {
+                &[b"x-user-id"]
+            } else {
+                &[b"x-user-id", b"x-email-verified"]
+            };
+            assert_eq!(names, expected_names, "{email}");
+        }
+    }
+
+    #[test]
     fn missing_claim_leaves_header_out() {
         let user = HeaderName::from_static("x-user-id");
         let identity = Identity::from_verified(
@@ -296,7 +349,7 @@ mod tests {
     fn utf8_claim_is_sent_as_is() {
         let user = HeaderName::from_static("x-user-id");
         let identity = Identity::from_verified(
-            verified(json!({"email": {"address": "jürgen@bücher.example"}})),
+            verified(json!({"email": {"address": "jürgen@bücher.example", "is_verified": true}})),
             &user,
             &[claim_header("email.address", "x-user-email")],
         );
