@@ -15,8 +15,13 @@
 //!
 //! A writer takes the buffered lines out under the buffer's lock and
 //! writes them after releasing it, so a slow stderr (a full pipe) holds up
-//! only threads that must write themselves, not every request that logs.
-//! Writers queue on a second lock, which keeps the lines in order.
+//! only threads that must write themselves. Writers queue on a second
+//! lock, which keeps the lines in order.
+//!
+//! NOTE: while stderr stays blocked, the buffer soon holds a batch again,
+//! and then every thread that logs queues behind the blocked writer, so a
+//! log reader that stops reading stops the proxy workers too (the admin
+//! listener keeps responding). Lines are never dropped for back-pressure.
 //!
 //! The batching exists because a `write` per request, or a hand-over to a
 //! writer thread per request, cost more CPU than the rest of the access
