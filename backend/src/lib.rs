@@ -19,6 +19,7 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod migrate_preflight;
 pub mod openapi;
 pub mod server;
 

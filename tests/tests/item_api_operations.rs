@@ -10,6 +10,7 @@ use hanko_edge_tests::process::binary_path;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 const ALICE: &str = "alice-0001";
 const BOB: &str = "bob-0002";
@@ -110,6 +111,8 @@ async fn migration_corrects_existing_request_roles() {
     let database = cluster.create_database().await;
     let mut admin = database.admin().await;
     for statement in [
+        // PostgREST's login role has the same name as item-api's.
+        "create role authenticator login noinherit",
         "create role other_app nologin",
         "create role authenticated login inherit bypassrls createdb",
         "create role anon superuser nologin",
@@ -127,13 +130,39 @@ async fn migration_corrects_existing_request_roles() {
         !output.status.success(),
         "a member of other_app was accepted:\n{stderr}"
     );
+
+    // The run stopped before the first migration, which grants anon and
+    // authenticated to authenticator: authenticator must not be able to
+    // switch to a role that escapes row-level security.
+    let reachable: Vec<String> = sqlx::query_scalar(
+        "select target.rolname::text \
+         from pg_roles login \
+         join pg_roles target on pg_has_role(login.oid, target.oid, 'member') \
+         where login.rolname = 'authenticator' \
+           and (target.rolsuper or target.rolbypassrls) \
+         order by 1",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("reachable roles query");
     assert!(
-        stderr.contains("role authenticated is a member of other_app"),
+        reachable.is_empty(),
+        "authenticator can switch to {reachable:?}"
+    );
+    let migrations_table: Option<String> =
+        sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut admin)
+            .await
+            .expect("regclass query");
+    assert_eq!(migrations_table, None, "a migration ran");
+    assert!(
+        stderr.contains("Role authenticated is a member of other_app"),
         "{stderr}"
     );
+    assert!(stderr.contains("no migration was applied"), "{stderr}");
 
-    // The failed migration rolled back its own changes too, so the role
-    // still has BYPASSRLS, and item-api refuses to serve requests as it.
+    // The role still has BYPASSRLS, and item-api refuses to serve requests
+    // as it.
     let mut api = ItemApi::spawn_with(
         &database,
         ItemApiOptions {
@@ -236,6 +265,15 @@ async fn non_superuser_migration_clears_what_it_may() {
         stderr.contains("superuser") || stderr.contains("permission denied"),
         "{stderr}"
     );
+    let mut second = sqlx::PgConnection::connect(&cluster.url("postgres", "second_database"))
+        .await
+        .expect("connecting to second_database");
+    let migrations_table: Option<String> =
+        sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut second)
+            .await
+            .expect("regclass query");
+    assert_eq!(migrations_table, None, "a migration ran before the refusal");
 }
 
 #[tokio::test]
