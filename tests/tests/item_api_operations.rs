@@ -212,6 +212,44 @@ async fn migration_corrects_existing_request_roles() {
 }
 
 #[tokio::test]
+async fn serve_refuses_reachable_bypassrls_role() {
+    // A private cluster, because the change to anon is cluster-wide.
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let mut admin = database.admin().await;
+    // authenticated stays safe; authenticator can still SET ROLE anon.
+    sqlx::query("alter role anon bypassrls")
+        .execute(&mut admin)
+        .await
+        .expect("alter anon");
+
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            acquire_timeout_ms: Some(500),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let response = http_client()
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let log = api.log();
+    assert!(
+        log.contains(
+            "refusing the connection: role authenticator can switch to role anon, \
+             which has the SUPERUSER or BYPASSRLS attribute"
+        ),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn non_superuser_migration_clears_what_it_may() {
     // The README requires only a role that may create roles and tables.
     let cluster = PgCluster::start();
