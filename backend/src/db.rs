@@ -4,7 +4,8 @@
 //! Each request runs in one transaction that first sets `role` and
 //! `request.jwt.claims` with `set_config(..., true)`, so both end with the
 //! transaction and a pooled connection always returns without them. Nothing
-//! here sets anything at session level.
+//! here sets anything at session level. The same statement checks that
+//! row-level security still applies to the role.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -83,7 +84,8 @@ impl Database {
     /// # Errors
     ///
     /// Returns the database error when no connection is available in time or
-    /// a statement fails.
+    /// a statement fails, and [`sqlx::Error::Configuration`] (503) when
+    /// row-level security does not apply to the role.
     pub async fn begin_as(
         &self,
         identity: &Identity,
@@ -93,13 +95,19 @@ impl Database {
             self.pool.begin().await?
         };
 
-        sqlx::query(
-            "select set_config('role', 'authenticated', true), \
-                    set_config('request.jwt.claims', $1, true)",
-        )
-        .bind(claims_json(identity))
-        .execute(&mut *transaction)
-        .await?;
+        let row_security_active: bool = sqlx::query_scalar(BEGIN_AS)
+            .bind(claims_json(identity))
+            .fetch_one(&mut *transaction)
+            .await?;
+        if !row_security_active {
+            // Dropping the transaction rolls back the role switch.
+            return Err(sqlx::Error::Configuration(
+                "refusing the transaction: row-level security does not apply to api.items \
+                 for role authenticated; check the role for SUPERUSER or BYPASSRLS and the \
+                 table for disabled row security"
+                    .into(),
+            ));
+        }
 
         Ok(transaction)
     }
@@ -128,6 +136,17 @@ impl Drop for WaitingGuard<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// Switches to `authenticated`, sets the claims to `$1` and returns whether
+/// row-level security applies to api.items for the new role. Checking here
+/// costs no extra round trip and catches a role changed after its
+/// connection was checked. The subquery (kept apart by `offset 0`) runs both
+/// `set_config` calls before the outer select reads the role.
+const BEGIN_AS: &str = "\
+    select pg_catalog.row_security_active('api.items') \
+    from (select pg_catalog.set_config('role', 'authenticated', true), \
+                 pg_catalog.set_config('request.jwt.claims', $1, true) \
+          offset 0) as switched";
 
 /// Returns why requests on this connection could escape row-level
 /// security, or NULL when they cannot. The reasons: `authenticated` is

@@ -485,6 +485,92 @@ async fn pool_of_one_serves_alternating_users() {
     assert_eq!(states[0].1.as_deref(), Some("idle"));
 }
 
+/// Returns the backend pids of item-api's connections to `database`.
+async fn item_api_backends(database: &TestDatabase) -> Vec<i32> {
+    let mut admin = database.admin().await;
+    sqlx::query_scalar(
+        "select pid from pg_stat_activity \
+         where datname = current_database() and application_name = 'item-api' \
+         order by pid",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[tokio::test]
+async fn bypassrls_on_pooled_connection_gets_503() {
+    // A private cluster, because the change to authenticated is cluster-wide.
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            max_connections: Some(1),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+
+    let created: Value = client
+        .post(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .json(&json!({"title": "alice's"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("item JSON");
+    let alice_item = api.url(&format!("/api/v1/item/{}", created["id"]));
+    // A list, not a get: a statement prepared on the connection keeps the
+    // row-level security plan it was planned with, which would hide the
+    // bypass below even without the check.
+    let items: Vec<Value> = client
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", BOB)
+        .send()
+        .await
+        .expect("list as bob")
+        .json()
+        .await
+        .expect("list JSON");
+    assert!(items.is_empty(), "bob sees {items:?}");
+    let backends = item_api_backends(&database).await;
+    assert_eq!(backends.len(), 1, "{backends:?}");
+
+    // The pooled connection was checked when it opened; the role changes
+    // under it.
+    let mut admin = database.admin().await;
+    sqlx::query("alter role authenticated bypassrls")
+        .execute(&mut admin)
+        .await
+        .expect("alter authenticated");
+
+    let response = client
+        .get(&alice_item)
+        .header("X-User-Id", BOB)
+        .send()
+        .await
+        .expect("get as bob");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let body: Value = response.json().await.expect("problem JSON");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(!detail.contains("BYPASSRLS"), "{detail}");
+    assert_eq!(
+        item_api_backends(&database).await,
+        backends,
+        "the request must have used the same pooled connection"
+    );
+    let log = api.log();
+    assert!(
+        log.contains("row-level security does not apply to api.items"),
+        "{log}"
+    );
+}
+
 #[tokio::test]
 async fn access_log_carries_request_id() {
     let database = TestDatabase::new().await;
