@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod cache_control;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -82,9 +83,9 @@ impl AppState {
     }
 }
 
-/// Builds the router with every route, the access log and the JSON error
-/// bodies for unknown paths and methods. Request bodies larger than
-/// `max_body_bytes` get 413.
+/// Builds the router with every route, the access log, `no-store` on item
+/// responses and the JSON error bodies for unknown paths and methods.
+/// Request bodies larger than `max_body_bytes` get 413.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // Both `/api/v1/item` and `/api/v1/item/` are served directly because
     // existing clients call either, and a redirect would turn a POST into
@@ -105,6 +106,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn(cache_control::no_store_for_items))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access_log::log_request,

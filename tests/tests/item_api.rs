@@ -754,6 +754,112 @@ async fn email_header_accepts_utf8_only() {
 }
 
 #[tokio::test]
+async fn item_responses_are_not_stored() {
+    let fixture = Fixture::start().await;
+    let created = fixture.create(ALICE, json!({"title": "private"})).await;
+    let own = format!("/api/v1/item/{}", created["id"]);
+    let missing = "/api/v1/item/999999999";
+
+    let requests = [
+        ("list", Method::GET, "/api/v1/item/", None, StatusCode::OK),
+        (
+            "list without slash",
+            Method::GET,
+            "/api/v1/item",
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "list with bad paging",
+            Method::GET,
+            "/api/v1/item/?limit=0",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "create",
+            Method::POST,
+            "/api/v1/item/",
+            Some(json!({"title": "new"})),
+            StatusCode::CREATED,
+        ),
+        (
+            "create invalid",
+            Method::POST,
+            "/api/v1/item/",
+            Some(json!({"title": ""})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("get", Method::GET, own.as_str(), None, StatusCode::OK),
+        (
+            "get missing",
+            Method::GET,
+            missing,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "get bad id",
+            Method::GET,
+            "/api/v1/item/abc",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "update",
+            Method::PUT,
+            own.as_str(),
+            Some(json!({"title": "changed"})),
+            StatusCode::OK,
+        ),
+        (
+            "update missing",
+            Method::PUT,
+            missing,
+            Some(json!({"title": "x"})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "method not allowed",
+            Method::PATCH,
+            own.as_str(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        ("delete", Method::DELETE, own.as_str(), None, StatusCode::OK),
+        (
+            "delete again",
+            Method::DELETE,
+            own.as_str(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (name, method, path, body, status) in requests {
+        let mut builder = fixture.request(method, path, Some(ALICE));
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = fixture.send(builder).await;
+        assert_eq!(response.status(), status, "{name}");
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(HeaderValue::as_bytes),
+            Some(&b"no-store"[..]),
+            "{name}"
+        );
+    }
+
+    let response = fixture
+        .send(fixture.request(Method::GET, "/api/v1/item/", None))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test]
 async fn unknown_route_and_method_are_problem_json() {
     let fixture = Fixture::start().await;
     let response = fixture
