@@ -71,6 +71,10 @@ pub enum ApiError {
     /// Any other database failure.
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// A failure inside the server that is not the database's, already
+    /// logged where it happened.
+    #[error("The server failed to process the request.")]
+    Internal,
 }
 
 /// One invalid field of a request.
@@ -154,7 +158,9 @@ impl ApiError {
             Self::DatabaseUnavailable(_) | Self::DatabaseTimedOut(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Database(_) | Self::CommitUnknown(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::CommitUnknown(_) | Self::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 

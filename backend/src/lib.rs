@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod migrate_preflight;
 pub mod openapi;
+pub mod panic_response;
 pub mod server;
 
 use std::sync::Arc;
@@ -106,6 +107,8 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Inside the access log, so a panic is logged and counted as a 500.
+        .layer(panic_response::layer())
         .layer(axum::middleware::from_fn(cache_control::no_store_for_items))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
