@@ -21,6 +21,12 @@ const TIMED_OUT_CODES: [&str; 2] = ["57014", "55P03"];
 /// which a retry on another connection may succeed.
 const UNAVAILABLE_CODES: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
 
+/// SQLSTATE of a connection to a database that does not exist. Like the
+/// class 28 codes (invalid authorization: a wrong password, a pg_hba.conf
+/// rejection), it comes from the connection set-up, so it is reported as
+/// "database unavailable" (503), as on `/readyz`.
+const NO_SUCH_DATABASE_CODE: &str = "3D000";
+
 /// Maximum number of field errors in a 422 body. Without it, a body made of
 /// many short unknown keys would get a response many times its own size.
 pub const MAX_FIELD_ERRORS: usize = 20;
@@ -203,7 +209,8 @@ impl From<sqlx::Error> for ApiError {
                 Self::DatabaseTimedOut(error)
             }
             sqlx::Error::Database(database_error)
-                if has_code(database_error.as_ref(), &UNAVAILABLE_CODES) =>
+                if has_code(database_error.as_ref(), &UNAVAILABLE_CODES)
+                    || is_connection_rejected(database_error.as_ref()) =>
             {
                 Self::DatabaseUnavailable(error)
             }
@@ -273,6 +280,14 @@ fn has_code(error: &dyn sqlx::error::DatabaseError, codes: &[&str]) -> bool {
     error
         .code()
         .is_some_and(|code| codes.contains(&code.as_ref()))
+}
+
+/// Reports whether the server rejected the connection itself: class 28
+/// (invalid authorization) or a missing database.
+fn is_connection_rejected(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error
+        .code()
+        .is_some_and(|code| code.starts_with("28") || code == NO_SUCH_DATABASE_CODE)
 }
 
 /// Maps an integrity or data error to the field it concerns, or `None`

@@ -1,7 +1,8 @@
 //! item-api as operators run it. Migrations run repeatedly, concurrently
 //! and on a cluster whose request roles already exist. The tests also cover
-//! readiness while the database is down, statements stuck behind a lock, a
-//! pool of one connection shared by alternating users, and the request id
+//! readiness while the database is down, connections PostgreSQL rejects,
+//! roles changed under a running item-api, statements stuck behind a lock,
+//! a pool of one connection shared by alternating users, and the request id
 //! in the access log.
 
 use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
@@ -358,6 +359,87 @@ async fn readyz_is_503_while_database_is_down() {
 }
 
 #[tokio::test]
+async fn rejected_connection_gets_503() {
+    // A private cluster, because the password rule is cluster-wide.
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let mut admin = database.admin().await;
+    sqlx::query("alter role authenticator password 'right-password'")
+        .execute(&mut admin)
+        .await
+        .expect("setting the password");
+    cluster.require_password("authenticator");
+    // pg_ctl reload only signals the server; wait until the rule applies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::PgConnection::connect(&database.authenticator_url)
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the password rule never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let cases = [
+        (
+            "wrong password (28P01)",
+            cluster.url("authenticator:wrong-password", &database.name),
+        ),
+        (
+            "missing database (3D000)",
+            cluster.url("authenticator:right-password", "no_such_database"),
+        ),
+    ];
+    for (case, url) in cases {
+        let target = TestDatabase {
+            authenticator_url: url,
+            ..database.clone()
+        };
+        let api = ItemApi::spawn_with(
+            &target,
+            ItemApiOptions {
+                acquire_timeout_ms: Some(1_000),
+                ..ItemApiOptions::default()
+            },
+        )
+        .await;
+        let response = http_client()
+            .get(api.url("/api/v1/item/"))
+            .header("X-User-Id", ALICE)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{case}");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/problem+json",
+            "{case}"
+        );
+        let body: Value = response.json().await.expect("problem JSON");
+        assert_eq!(
+            body["detail"], "The database is unavailable; retry the request later.",
+            "{case}"
+        );
+    }
+
+    // The right password works, so the cases above failed for their reason.
+    let target = TestDatabase {
+        authenticator_url: cluster.url("authenticator:right-password", &database.name),
+        ..database.clone()
+    };
+    let api = ItemApi::spawn(&target).await;
+    let response = http_client()
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn locked_table_times_out_with_503() {
     let database = TestDatabase::new().await;
     let api = ItemApi::spawn_with(
@@ -524,9 +606,9 @@ async fn bypassrls_on_pooled_connection_gets_503() {
         .await
         .expect("item JSON");
     let alice_item = api.url(&format!("/api/v1/item/{}", created["id"]));
-    // A list, not a get: a statement prepared on the connection keeps the
-    // row-level security plan it was planned with, which would hide the
-    // bypass below even without the check.
+    // A list, not a get: with PostgreSQL 15, a get prepared on the
+    // connection before the change kept its row-level security plan after
+    // it, which hid the bypass below even without the check.
     let items: Vec<Value> = client
         .get(api.url("/api/v1/item/"))
         .header("X-User-Id", BOB)
