@@ -52,6 +52,15 @@ pub enum ApiError {
     /// The Content-Type is not `application/json`.
     #[error("The request body must be sent with Content-Type: application/json.")]
     UnsupportedMediaType,
+    /// The Content-Type names a charset other than UTF-8.
+    #[error("The request body must be UTF-8, so a charset parameter must be utf-8.")]
+    UnsupportedCharset,
+    /// The body has a content coding, such as gzip.
+    #[error(
+        "The request body must be sent without a content coding: only the Content-Encoding \
+         identity is accepted."
+    )]
+    UnsupportedContentEncoding,
     /// The body is larger than the configured limit.
     #[error("The request body is larger than the server accepts.")]
     PayloadTooLarge,
@@ -158,7 +167,9 @@ impl ApiError {
             Self::ItemNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType
+            | Self::UnsupportedCharset
+            | Self::UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DatabaseUnavailable(_) | Self::DatabaseTimedOut(_) => {
@@ -263,6 +274,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, Self::UnsupportedContentEncoding) {
+            // RFC 9110 section 15.5.16: a 415 caused by the content coding
+            // names the accepted codings.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 9110 section 11.6.1: a 401 carries a challenge. The token
             // itself is checked by edge-proxy in front of this service.

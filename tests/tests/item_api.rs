@@ -355,6 +355,58 @@ async fn create_rejects_non_json_with_415() {
 }
 
 #[tokio::test]
+async fn coded_or_non_utf8_body_is_415() {
+    let fixture = Fixture::start().await;
+    let item = fixture.create(ALICE, json!({"title": "kept"})).await;
+    let item_path = format!("/api/v1/item/{}", item["id"]);
+    let cases = [
+        ("gzip", "application/json", Some("gzip"), "identity"),
+        (
+            "br after identity",
+            "application/json",
+            Some("identity, br"),
+            "identity",
+        ),
+        (
+            "latin-1",
+            "application/json; charset=iso-8859-1",
+            None,
+            "utf-8",
+        ),
+        ("utf-16", "application/json; charset=UTF-16", None, "utf-8"),
+    ];
+    for (case, content_type, coding, named) in cases {
+        for (method, path) in [
+            (Method::POST, "/api/v1/item/"),
+            (Method::PUT, item_path.as_str()),
+        ] {
+            let mut builder = fixture
+                .request(method.clone(), path, Some(ALICE))
+                .header(CONTENT_TYPE, content_type)
+                .body(r#"{"title": "changed"}"#);
+            if let Some(coding) = coding {
+                builder = builder.header("Content-Encoding", coding);
+            }
+            let response = fixture.send(builder).await;
+            let accept_encoding = response.headers().get("accept-encoding").cloned();
+            let body = assert_problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+            let detail = body["detail"].as_str().expect("detail");
+            assert!(detail.contains(named), "{case} {method}: {detail}");
+            if coding.is_some() {
+                assert_eq!(
+                    accept_encoding.as_ref().map(HeaderValue::as_bytes),
+                    Some(&b"identity"[..]),
+                    "{case} {method}"
+                );
+            }
+        }
+    }
+    let items = fixture.list(ALICE, "").await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["title"], "kept");
+}
+
+#[tokio::test]
 async fn create_accepts_charset_parameter() {
     let fixture = Fixture::start().await;
     let response = fixture
