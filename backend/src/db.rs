@@ -148,13 +148,20 @@ const BEGIN_AS: &str = "\
                  pg_catalog.set_config('request.jwt.claims', $1, true) \
           offset 0) as switched";
 
-/// Returns why requests on this connection could escape row-level
-/// security, or NULL when they cannot. The reasons: `authenticated` is
+/// Returns why requests on this connection could be served wrongly, or
+/// NULL when they cannot. A database encoding other than UTF8 would store
+/// or reject text other than as item-api validated it. The other reasons
+/// let requests escape row-level security: `authenticated` is
 /// missing, has SUPERUSER or BYPASSRLS, or is a member of another role. Or
 /// the login role has SUPERUSER or BYPASSRLS, or can switch to a role that
 /// has, such as `anon` after a failed migration.
 const CONNECTION_PROBLEM: &str = "\
     select case \
+        when pg_catalog.current_setting('server_encoding') <> 'UTF8' \
+            then pg_catalog.format('database %I has the encoding %s, but item-api needs UTF8; \
+                                    create the database with ENCODING ''UTF8''', \
+                                   pg_catalog.current_database(), \
+                                   pg_catalog.current_setting('server_encoding')) \
         when r.oid is null then 'role authenticated does not exist; run item-api migrate' \
         when r.rolsuper or r.rolbypassrls \
             then 'role authenticated has the SUPERUSER or BYPASSRLS attribute' \
@@ -178,8 +185,8 @@ const CONNECTION_PROBLEM: &str = "\
     from (values (1)) as one \
     left join pg_catalog.pg_roles r on r.rolname = 'authenticated'";
 
-/// Refuses a new pooled connection when requests on it would escape
-/// row-level security, for example because `item-api migrate` failed or
+/// Refuses a new pooled connection to a database not in UTF8, or when
+/// requests on it would escape row-level security, for example because `item-api migrate` failed or
 /// someone changed a role since. The pool then keeps retrying until
 /// `acquire_timeout`, so requests get 503, and sqlx logs the reason.
 async fn check_connection(connection: &mut PgConnection) -> Result<(), sqlx::Error> {

@@ -440,6 +440,50 @@ async fn rejected_connection_gets_503() {
 }
 
 #[tokio::test]
+async fn database_not_in_utf8_gets_503() {
+    // The shared cluster's roles exist once one database is migrated.
+    let migrated = TestDatabase::new().await;
+    let cluster = PgCluster::shared();
+    let name = format!("{}_sql_ascii", migrated.name);
+    let mut admin = migrated.admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create database {name} encoding 'SQL_ASCII' template template0"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("creating a SQL_ASCII database");
+    let database = TestDatabase {
+        admin_url: cluster.url("postgres", &name),
+        authenticator_url: cluster.url("authenticator", &name),
+        name,
+        ..migrated.clone()
+    };
+    assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
+
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            acquire_timeout_ms: Some(500),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let response = http_client()
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let log = api.log();
+    assert!(
+        log.contains("has the encoding SQL_ASCII, but item-api needs UTF8"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn locked_table_times_out_with_503() {
     let database = TestDatabase::new().await;
     let api = ItemApi::spawn_with(
