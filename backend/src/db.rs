@@ -4,7 +4,8 @@
 //! Each request runs in one transaction that first sets `role` and
 //! `request.jwt.claims` with `set_config(..., true)`, so both end with the
 //! transaction and a pooled connection always returns without them. Nothing
-//! here sets anything at session level.
+//! here sets anything at session level. The same statement checks that
+//! row-level security still applies to the role.
 
 use std::str::FromStr as _;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
-            .after_connect(|connection, _| Box::pin(check_request_role(connection)))
+            .after_connect(|connection, _| Box::pin(check_connection(connection)))
             .connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
@@ -83,7 +84,8 @@ impl Database {
     /// # Errors
     ///
     /// Returns the database error when no connection is available in time or
-    /// a statement fails.
+    /// a statement fails, and [`sqlx::Error::Configuration`] (503) when
+    /// row-level security does not apply to the role.
     pub async fn begin_as(
         &self,
         identity: &Identity,
@@ -93,13 +95,19 @@ impl Database {
             self.pool.begin().await?
         };
 
-        sqlx::query(
-            "select set_config('role', 'authenticated', true), \
-                    set_config('request.jwt.claims', $1, true)",
-        )
-        .bind(claims_json(identity))
-        .execute(&mut *transaction)
-        .await?;
+        let row_security_active: bool = sqlx::query_scalar(BEGIN_AS)
+            .bind(claims_json(identity))
+            .fetch_one(&mut *transaction)
+            .await?;
+        if !row_security_active {
+            // Dropping the transaction rolls back the role switch.
+            return Err(sqlx::Error::Configuration(
+                "refusing the transaction: row-level security does not apply to api.items \
+                 for role authenticated; check the role for SUPERUSER or BYPASSRLS and the \
+                 table for disabled row security"
+                    .into(),
+            ));
+        }
 
         Ok(transaction)
     }
@@ -129,33 +137,73 @@ impl Drop for WaitingGuard<'_> {
     }
 }
 
-/// Returns why the `authenticated` role cannot be trusted to be limited by
-/// row-level security, or NULL when it can. No row means it does not exist.
-const REQUEST_ROLE_PROBLEM: &str = "\
-    select case \
-        when r.rolsuper or r.rolbypassrls then 'has the SUPERUSER or BYPASSRLS attribute' \
-        when exists (select 1 from pg_catalog.pg_auth_members m where m.member = r.oid) \
-            then 'is a member of another role' \
-    end \
-    from pg_catalog.pg_roles r \
-    where r.rolname = 'authenticated'";
+/// Switches to `authenticated`, sets the claims to `$1` and returns whether
+/// row-level security applies to api.items for the new role. Checking here
+/// costs no extra round trip and catches a role changed after its
+/// connection was checked. The subquery (kept apart by `offset 0`) runs both
+/// `set_config` calls before the outer select reads the role.
+const BEGIN_AS: &str = "\
+    select pg_catalog.row_security_active('api.items') \
+    from (select pg_catalog.set_config('role', 'authenticated', true), \
+                 pg_catalog.set_config('request.jwt.claims', $1, true) \
+          offset 0) as switched";
 
-/// Refuses a new pooled connection when the role every request runs as
-/// would escape row-level security, for example because `item-api migrate`
-/// failed or someone changed the role since. The pool then keeps retrying
-/// until `acquire_timeout`, so requests get 503, and sqlx logs the reason.
-async fn check_request_role(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let problem: Option<Option<String>> = sqlx::query_scalar(REQUEST_ROLE_PROBLEM)
-        .fetch_optional(&mut *connection)
+/// Returns why requests on this connection could be served wrongly, or
+/// NULL when they cannot. A database encoding other than UTF8 would store
+/// or reject text other than as item-api validated it. The other reasons
+/// let requests escape row-level security: `authenticated` is
+/// missing, has SUPERUSER or BYPASSRLS, or is a member of another role. Or
+/// the login role has SUPERUSER or BYPASSRLS, or can switch to a role that
+/// has, such as `anon` after a failed migration.
+const CONNECTION_PROBLEM: &str = "\
+    select case \
+        when pg_catalog.current_setting('server_encoding') <> 'UTF8' \
+            then pg_catalog.format('database %I has the encoding %s, but item-api needs UTF8; \
+                                    create the database with ENCODING ''UTF8''', \
+                                   pg_catalog.current_database(), \
+                                   pg_catalog.current_setting('server_encoding')) \
+        when r.oid is null then 'role authenticated does not exist; run item-api migrate' \
+        when r.rolsuper or r.rolbypassrls \
+            then 'role authenticated has the SUPERUSER or BYPASSRLS attribute' \
+        when exists (select 1 from pg_catalog.pg_auth_members m where m.member = r.oid) \
+            then 'role authenticated is a member of another role' \
+        else ( \
+            select case \
+                when s.rolname = current_user \
+                    then pg_catalog.format('role %I has the SUPERUSER or BYPASSRLS attribute', \
+                                           s.rolname) \
+                else pg_catalog.format('role %I can switch to role %I, which has the \
+                                        SUPERUSER or BYPASSRLS attribute', \
+                                       current_user, s.rolname) \
+            end \
+            from pg_catalog.pg_roles s \
+            where (s.rolsuper or s.rolbypassrls) \
+              and pg_catalog.pg_has_role(current_user, s.oid, 'member') \
+            order by s.rolname = current_user desc, s.rolname \
+            limit 1) \
+    end \
+    from (values (1)) as one \
+    left join pg_catalog.pg_roles r on r.rolname = 'authenticated'";
+
+/// Refuses a new pooled connection to a database not in UTF8, or when
+/// requests on it would escape row-level security, for example because `item-api migrate` failed or
+/// someone changed a role since. The pool then keeps retrying until
+/// `acquire_timeout`, so requests get 503, and sqlx logs the reason.
+async fn check_connection(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let problem: Option<String> = sqlx::query_scalar(CONNECTION_PROBLEM)
+        .fetch_one(&mut *connection)
         .await?;
-    let reason = match problem {
-        Some(None) => return Ok(()),
-        Some(Some(reason)) => reason,
-        None => "does not exist; run item-api migrate".to_owned(),
-    };
-    Err(sqlx::Error::Configuration(
-        format!("refusing the connection: role authenticated {reason}").into(),
-    ))
+    connection_verdict(problem)
+}
+
+/// Converts the result of [`CONNECTION_PROBLEM`] into the pool's verdict.
+fn connection_verdict(problem: Option<String>) -> Result<(), sqlx::Error> {
+    match problem {
+        None => Ok(()),
+        Some(reason) => Err(sqlx::Error::Configuration(
+            format!("refusing the connection: {reason}").into(),
+        )),
+    }
 }
 
 /// Builds the `request.jwt.claims` value in the shape PostgREST uses, so
@@ -174,6 +222,24 @@ pub fn claims_json(identity: &Identity) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_without_problem_is_accepted() {
+        assert!(connection_verdict(None).is_ok());
+    }
+
+    #[test]
+    fn connection_problem_is_named_in_the_error() {
+        let error = connection_verdict(Some("role anon has SUPERUSER".into()))
+            .expect_err("a problem refuses the connection");
+        assert!(matches!(error, sqlx::Error::Configuration(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .contains("refusing the connection: role anon has SUPERUSER"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn claims_carry_sub_and_role() {

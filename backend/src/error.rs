@@ -21,6 +21,12 @@ const TIMED_OUT_CODES: [&str; 2] = ["57014", "55P03"];
 /// which a retry on another connection may succeed.
 const UNAVAILABLE_CODES: [&str; 4] = ["57P01", "57P02", "57P03", "53300"];
 
+/// SQLSTATE of a connection to a database that does not exist. Like the
+/// class 28 codes (invalid authorization: a wrong password, a pg_hba.conf
+/// rejection), it comes from the connection set-up, so it is reported as
+/// "database unavailable" (503), as on `/readyz`.
+const NO_SUCH_DATABASE_CODE: &str = "3D000";
+
 /// Maximum number of field errors in a 422 body. Without it, a body made of
 /// many short unknown keys would get a response many times its own size.
 pub const MAX_FIELD_ERRORS: usize = 20;
@@ -46,6 +52,15 @@ pub enum ApiError {
     /// The Content-Type is not `application/json`.
     #[error("The request body must be sent with Content-Type: application/json.")]
     UnsupportedMediaType,
+    /// The Content-Type names a charset other than UTF-8.
+    #[error("The request body must be UTF-8, so a charset parameter must be utf-8.")]
+    UnsupportedCharset,
+    /// The body has a content coding, such as gzip.
+    #[error(
+        "The request body must be sent without a content coding: only the Content-Encoding \
+         identity is accepted."
+    )]
+    UnsupportedContentEncoding,
     /// The body is larger than the configured limit.
     #[error("The request body is larger than the server accepts.")]
     PayloadTooLarge,
@@ -71,6 +86,10 @@ pub enum ApiError {
     /// Any other database failure.
     #[error("database error")]
     Database(#[source] sqlx::Error),
+    /// A failure inside the server that is not the database's, already
+    /// logged where it happened.
+    #[error("The server failed to process the request.")]
+    Internal,
 }
 
 /// One invalid field of a request.
@@ -148,13 +167,17 @@ impl ApiError {
             Self::ItemNotFound(_) | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType
+            | Self::UnsupportedCharset
+            | Self::UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DatabaseUnavailable(_) | Self::DatabaseTimedOut(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::Database(_) | Self::CommitUnknown(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::CommitUnknown(_) | Self::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -197,7 +220,8 @@ impl From<sqlx::Error> for ApiError {
                 Self::DatabaseTimedOut(error)
             }
             sqlx::Error::Database(database_error)
-                if has_code(database_error.as_ref(), &UNAVAILABLE_CODES) =>
+                if has_code(database_error.as_ref(), &UNAVAILABLE_CODES)
+                    || is_connection_rejected(database_error.as_ref()) =>
             {
                 Self::DatabaseUnavailable(error)
             }
@@ -250,6 +274,14 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if matches!(self, Self::UnsupportedContentEncoding) {
+            // RFC 9110 section 15.5.16: a 415 caused by the content coding
+            // names the accepted codings.
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             // RFC 9110 section 11.6.1: a 401 carries a challenge. The token
             // itself is checked by edge-proxy in front of this service.
@@ -267,6 +299,14 @@ fn has_code(error: &dyn sqlx::error::DatabaseError, codes: &[&str]) -> bool {
     error
         .code()
         .is_some_and(|code| codes.contains(&code.as_ref()))
+}
+
+/// Reports whether the server rejected the connection itself: class 28
+/// (invalid authorization) or a missing database.
+fn is_connection_rejected(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error
+        .code()
+        .is_some_and(|code| code.starts_with("28") || code == NO_SUCH_DATABASE_CODE)
 }
 
 /// Maps an integrity or data error to the field it concerns, or `None`

@@ -5,13 +5,15 @@
 //! silently keeping one value, and its rejections use the problem+json
 //! shape. It reads a top-level object only; handlers check the fields.
 //!
-//! Status codes: an empty body is 422 (a required field is missing),
-//! a Content-Type other than `application/json` is 415, invalid UTF-8 or
-//! malformed JSON is 400, and JSON that is not an object is 422.
+//! Status codes: a Content-Encoding other than `identity` is 415, because
+//! the body is not decoded. An empty body is 422 (a required field is
+//! missing). A Content-Type other than `application/json`, or with a
+//! charset other than `utf-8`, is 415. Invalid UTF-8 or malformed JSON is
+//! 400, and JSON that is not an object is 422.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -25,7 +27,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+        let headers = request.headers().clone();
+        // Checked before the body is read, which would be wasted otherwise.
+        check_content_encoding(&headers)?;
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -35,19 +39,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                     ApiError::MalformedBody("The request body could not be read.".into())
                 }
             })?;
-        parse_object(content_type.as_ref(), &body)
+        parse_object(&headers, &body)
     }
 }
 
-/// Checks the media type and parses `body` as one JSON object.
+/// Checks the content coding and media type in `headers` and parses
+/// `body` as one JSON object.
 ///
 /// # Errors
 ///
 /// Returns the 422, 415 or 400 [`ApiError`] described in the module docs.
-pub fn parse_object(
-    content_type: Option<&HeaderValue>,
-    body: &[u8],
-) -> Result<JsonObject, ApiError> {
+pub fn parse_object(headers: &HeaderMap, body: &[u8]) -> Result<JsonObject, ApiError> {
+    check_content_encoding(headers)?;
+    let content_type = headers.get(header::CONTENT_TYPE);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::validation(vec![FieldError::new(
             "body",
@@ -57,6 +61,9 @@ pub fn parse_object(
 
     if !content_type.is_some_and(is_json_media_type) {
         return Err(ApiError::UnsupportedMediaType);
+    }
+    if !content_type.is_some_and(has_utf8_charset) {
+        return Err(ApiError::UnsupportedCharset);
     }
 
     let text = std::str::from_utf8(body)
@@ -68,6 +75,43 @@ pub fn parse_object(
             "The request body must be a JSON object.",
         )]),
         _ => ApiError::MalformedBody(format!("The request body is not valid JSON: {error}.")),
+    })
+}
+
+/// Rejects a body sent with any content coding but `identity`, in any
+/// number of Content-Encoding lines and list entries.
+fn check_content_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            return Err(ApiError::UnsupportedContentEncoding);
+        };
+        let only_identity = text
+            .split(',')
+            .map(str::trim)
+            .filter(|coding| !coding.is_empty())
+            .all(|coding| coding.eq_ignore_ascii_case("identity"));
+        if !only_identity {
+            return Err(ApiError::UnsupportedContentEncoding);
+        }
+    }
+    Ok(())
+}
+
+/// Returns whether a Content-Type value has no charset parameter or
+/// `charset=utf-8`, in any letter case and optionally quoted.
+fn has_utf8_charset(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    text.split(';').skip(1).all(|parameter| {
+        let Some((name, charset)) = parameter.split_once('=') else {
+            return true;
+        };
+        !name.trim().eq_ignore_ascii_case("charset")
+            || charset
+                .trim()
+                .trim_matches('"')
+                .eq_ignore_ascii_case("utf-8")
     })
 }
 
@@ -109,7 +153,17 @@ impl<'de> Visitor<'de> for ObjectVisitor {
 mod tests {
     use super::*;
 
-    const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    const JSON: &str = "application/json";
+
+    /// Builds request headers with this Content-Type, if any.
+    fn typed(content_type: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = content_type {
+            let value = HeaderValue::from_str(value).expect("a valid header value");
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        headers
+    }
 
     fn status(result: Result<JsonObject, ApiError>) -> StatusCode {
         result.expect_err("must be rejected").status()
@@ -117,15 +171,16 @@ mod tests {
 
     #[test]
     fn object_members_keep_order_and_duplicates() {
-        let object = parse_object(Some(&JSON), br#"{"a": 1, "b": 2, "a": 3}"#).expect("valid");
+        let object =
+            parse_object(&typed(Some(JSON)), br#"{"a": 1, "b": 2, "a": 3}"#).expect("valid");
         let keys: Vec<&str> = object.0.iter().map(|(key, _)| key.as_str()).collect();
         assert_eq!(keys, ["a", "b", "a"]);
     }
 
     #[test]
     fn charset_parameter_is_accepted() {
-        let content_type = HeaderValue::from_static("Application/JSON; charset=utf-8");
-        assert!(parse_object(Some(&content_type), b"{}").is_ok());
+        let content_type = "Application/JSON; charset=utf-8";
+        assert!(parse_object(&typed(Some(content_type)), b"{}").is_ok());
     }
 
     #[test]
@@ -135,9 +190,9 @@ mod tests {
             "application/jsonx",
             "application/x-www-form-urlencoded",
         ] {
-            let content_type = HeaderValue::from_static(value);
+            let content_type = value;
             assert_eq!(
-                status(parse_object(Some(&content_type), b"{}")),
+                status(parse_object(&typed(Some(content_type)), b"{}")),
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "{value}"
             );
@@ -147,7 +202,7 @@ mod tests {
     #[test]
     fn missing_content_type_is_415() {
         assert_eq!(
-            status(parse_object(None, b"{}")),
+            status(parse_object(&typed(None), b"{}")),
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
     }
@@ -155,11 +210,11 @@ mod tests {
     #[test]
     fn empty_body_is_422_even_without_content_type() {
         assert_eq!(
-            status(parse_object(None, b"")),
+            status(parse_object(&typed(None), b"")),
             StatusCode::UNPROCESSABLE_ENTITY
         );
         assert_eq!(
-            status(parse_object(Some(&JSON), b"  \n")),
+            status(parse_object(&typed(Some(JSON)), b"  \n")),
             StatusCode::UNPROCESSABLE_ENTITY
         );
     }
@@ -168,7 +223,7 @@ mod tests {
     fn malformed_json_is_400() {
         for body in [&b"{"[..], b"{\"a\": }", b"{} {}", b"nul"] {
             assert_eq!(
-                status(parse_object(Some(&JSON), body)),
+                status(parse_object(&typed(Some(JSON)), body)),
                 StatusCode::BAD_REQUEST,
                 "{body:?}"
             );
@@ -178,7 +233,10 @@ mod tests {
     #[test]
     fn invalid_utf8_is_400() {
         assert_eq!(
-            status(parse_object(Some(&JSON), b"{\"title\": \"\xff\xfe\"}")),
+            status(parse_object(
+                &typed(Some(JSON)),
+                b"{\"title\": \"\xff\xfe\"}"
+            )),
             StatusCode::BAD_REQUEST
         );
     }
@@ -187,10 +245,62 @@ mod tests {
     fn json_that_is_not_an_object_is_422() {
         for body in [&b"[]"[..], b"\"title\"", b"42", b"null"] {
             assert_eq!(
-                status(parse_object(Some(&JSON), body)),
+                status(parse_object(&typed(Some(JSON)), body)),
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "{body:?}"
             );
         }
+    }
+
+    #[test]
+    fn other_charsets_are_415() {
+        for value in [
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf-16",
+            "application/json;charset=\"latin1\"",
+        ] {
+            let rejection = parse_object(&typed(Some(value)), b"{}").expect_err(value);
+            assert!(
+                matches!(rejection, ApiError::UnsupportedCharset),
+                "{value}: {rejection:?}"
+            );
+            assert_eq!(rejection.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+    }
+
+    #[test]
+    fn utf8_charset_in_any_case_is_accepted() {
+        for value in [
+            "application/json;charset=UTF-8",
+            "application/json; CHARSET=\"utf-8\"",
+        ] {
+            assert!(parse_object(&typed(Some(value)), b"{}").is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn content_encoding_other_than_identity_is_415() {
+        for codings in [&["gzip"][..], &["identity, br"], &["identity", "deflate"]] {
+            let mut headers = typed(Some(JSON));
+            for coding in codings {
+                headers.append(header::CONTENT_ENCODING, HeaderValue::from_static(coding));
+            }
+            let rejection = parse_object(&headers, b"{}").expect_err("a coded body");
+            assert!(
+                matches!(rejection, ApiError::UnsupportedContentEncoding),
+                "{codings:?}: {rejection:?}"
+            );
+            assert_eq!(rejection.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+    }
+
+    #[test]
+    fn identity_content_encoding_is_accepted() {
+        let mut headers = typed(Some(JSON));
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("Identity"),
+        );
+        assert!(parse_object(&headers, b"{}").is_ok());
     }
 }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod cache_control;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -19,7 +20,9 @@ pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod migrate;
+pub mod migrate_preflight;
 pub mod openapi;
+pub mod panic_response;
 pub mod server;
 
 use std::sync::Arc;
@@ -81,9 +84,9 @@ impl AppState {
     }
 }
 
-/// Builds the router with every route, the access log and the JSON error
-/// bodies for unknown paths and methods. Request bodies larger than
-/// `max_body_bytes` get 413.
+/// Builds the router with every route, the access log, `no-store` on item
+/// responses and the JSON error bodies for unknown paths and methods.
+/// Request bodies larger than `max_body_bytes` get 413.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     // Both `/api/v1/item` and `/api/v1/item/` are served directly because
     // existing clients call either, and a redirect would turn a POST into
@@ -104,6 +107,9 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Inside the access log, so a panic is logged and counted as a 500.
+        .layer(panic_response::layer())
+        .layer(axum::middleware::from_fn(cache_control::no_store_for_items))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access_log::log_request,

@@ -14,6 +14,7 @@ use prometheus::{
 
 use crate::AppState;
 use crate::db::Database;
+use crate::error::ApiError;
 
 /// Route label for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -147,7 +148,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(error) => {
             tracing::error!(%error, "rendering metrics failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            ApiError::Internal.into_response()
         }
     }
 }

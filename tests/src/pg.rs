@@ -203,6 +203,27 @@ impl PgCluster {
         self.test_database(name)
     }
 
+    /// Makes the server ask `role` for its password on TCP connections
+    /// (scram-sha-256) instead of trusting them, and reloads it. Every
+    /// other role stays trusted.
+    ///
+    /// # Panics
+    ///
+    /// Panics when pg_hba.conf cannot be rewritten or `pg_ctl reload` fails.
+    pub fn require_password(&self, role: &str) {
+        let hba_path = self.data_dir.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba_path).expect("reading pg_hba.conf must work");
+        // The first matching line decides, so the new rule goes on top.
+        std::fs::write(
+            &hba_path,
+            format!("host all {role} 127.0.0.1/32 scram-sha-256\n{rules}"),
+        )
+        .expect("writing pg_hba.conf must work");
+        let mut command = self.pg_command("pg_ctl");
+        command.arg("reload").arg("-D").arg(&self.data_dir);
+        run_checked(&mut command, "pg_ctl reload");
+    }
+
     /// Stops the server (fast shutdown) but keeps the data dir, so tests can
     /// see how clients behave while the database is down. Safe to repeat.
     ///

@@ -355,6 +355,58 @@ async fn create_rejects_non_json_with_415() {
 }
 
 #[tokio::test]
+async fn coded_or_non_utf8_body_is_415() {
+    let fixture = Fixture::start().await;
+    let item = fixture.create(ALICE, json!({"title": "kept"})).await;
+    let item_path = format!("/api/v1/item/{}", item["id"]);
+    let cases = [
+        ("gzip", "application/json", Some("gzip"), "identity"),
+        (
+            "br after identity",
+            "application/json",
+            Some("identity, br"),
+            "identity",
+        ),
+        (
+            "latin-1",
+            "application/json; charset=iso-8859-1",
+            None,
+            "utf-8",
+        ),
+        ("utf-16", "application/json; charset=UTF-16", None, "utf-8"),
+    ];
+    for (case, content_type, coding, named) in cases {
+        for (method, path) in [
+            (Method::POST, "/api/v1/item/"),
+            (Method::PUT, item_path.as_str()),
+        ] {
+            let mut builder = fixture
+                .request(method.clone(), path, Some(ALICE))
+                .header(CONTENT_TYPE, content_type)
+                .body(r#"{"title": "changed"}"#);
+            if let Some(coding) = coding {
+                builder = builder.header("Content-Encoding", coding);
+            }
+            let response = fixture.send(builder).await;
+            let accept_encoding = response.headers().get("accept-encoding").cloned();
+            let body = assert_problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+            let detail = body["detail"].as_str().expect("detail");
+            assert!(detail.contains(named), "{case} {method}: {detail}");
+            if coding.is_some() {
+                assert_eq!(
+                    accept_encoding.as_ref().map(HeaderValue::as_bytes),
+                    Some(&b"identity"[..]),
+                    "{case} {method}"
+                );
+            }
+        }
+    }
+    let items = fixture.list(ALICE, "").await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["title"], "kept");
+}
+
+#[tokio::test]
 async fn create_accepts_charset_parameter() {
     let fixture = Fixture::start().await;
     let response = fixture
@@ -751,6 +803,112 @@ async fn email_header_accepts_utf8_only() {
         assert_problem(response, StatusCode::UNAUTHORIZED).await;
     }
     assert_eq!(fixture.list(ALICE, "").await.len(), 3);
+}
+
+#[tokio::test]
+async fn item_responses_are_not_stored() {
+    let fixture = Fixture::start().await;
+    let created = fixture.create(ALICE, json!({"title": "private"})).await;
+    let own = format!("/api/v1/item/{}", created["id"]);
+    let missing = "/api/v1/item/999999999";
+
+    let requests = [
+        ("list", Method::GET, "/api/v1/item/", None, StatusCode::OK),
+        (
+            "list without slash",
+            Method::GET,
+            "/api/v1/item",
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "list with bad paging",
+            Method::GET,
+            "/api/v1/item/?limit=0",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "create",
+            Method::POST,
+            "/api/v1/item/",
+            Some(json!({"title": "new"})),
+            StatusCode::CREATED,
+        ),
+        (
+            "create invalid",
+            Method::POST,
+            "/api/v1/item/",
+            Some(json!({"title": ""})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        ("get", Method::GET, own.as_str(), None, StatusCode::OK),
+        (
+            "get missing",
+            Method::GET,
+            missing,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "get bad id",
+            Method::GET,
+            "/api/v1/item/abc",
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "update",
+            Method::PUT,
+            own.as_str(),
+            Some(json!({"title": "changed"})),
+            StatusCode::OK,
+        ),
+        (
+            "update missing",
+            Method::PUT,
+            missing,
+            Some(json!({"title": "x"})),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "method not allowed",
+            Method::PATCH,
+            own.as_str(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        ("delete", Method::DELETE, own.as_str(), None, StatusCode::OK),
+        (
+            "delete again",
+            Method::DELETE,
+            own.as_str(),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (name, method, path, body, status) in requests {
+        let mut builder = fixture.request(method, path, Some(ALICE));
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        let response = fixture.send(builder).await;
+        assert_eq!(response.status(), status, "{name}");
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(HeaderValue::as_bytes),
+            Some(&b"no-store"[..]),
+            "{name}"
+        );
+    }
+
+    let response = fixture
+        .send(fixture.request(Method::GET, "/api/v1/item/", None))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["cache-control"], "no-store");
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! item-api as operators run it. Migrations run repeatedly, concurrently
 //! and on a cluster whose request roles already exist. The tests also cover
-//! readiness while the database is down, statements stuck behind a lock, a
-//! pool of one connection shared by alternating users, and the request id
+//! readiness while the database is down, connections PostgreSQL rejects,
+//! roles changed under a running item-api, statements stuck behind a lock,
+//! a pool of one connection shared by alternating users, and the request id
 //! in the access log.
 
 use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
@@ -10,6 +11,7 @@ use hanko_edge_tests::process::binary_path;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 const ALICE: &str = "alice-0001";
 const BOB: &str = "bob-0002";
@@ -110,6 +112,8 @@ async fn migration_corrects_existing_request_roles() {
     let database = cluster.create_database().await;
     let mut admin = database.admin().await;
     for statement in [
+        // PostgREST's login role has the same name as item-api's.
+        "create role authenticator login noinherit",
         "create role other_app nologin",
         "create role authenticated login inherit bypassrls createdb",
         "create role anon superuser nologin",
@@ -127,13 +131,39 @@ async fn migration_corrects_existing_request_roles() {
         !output.status.success(),
         "a member of other_app was accepted:\n{stderr}"
     );
+
+    // The run stopped before the first migration, which grants anon and
+    // authenticated to authenticator: authenticator must not be able to
+    // switch to a role that escapes row-level security.
+    let reachable: Vec<String> = sqlx::query_scalar(
+        "select target.rolname::text \
+         from pg_roles login \
+         join pg_roles target on pg_has_role(login.oid, target.oid, 'member') \
+         where login.rolname = 'authenticator' \
+           and (target.rolsuper or target.rolbypassrls) \
+         order by 1",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("reachable roles query");
     assert!(
-        stderr.contains("role authenticated is a member of other_app"),
+        reachable.is_empty(),
+        "authenticator can switch to {reachable:?}"
+    );
+    let migrations_table: Option<String> =
+        sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut admin)
+            .await
+            .expect("regclass query");
+    assert_eq!(migrations_table, None, "a migration ran");
+    assert!(
+        stderr.contains("Role authenticated is a member of other_app"),
         "{stderr}"
     );
+    assert!(stderr.contains("no migration was applied"), "{stderr}");
 
-    // The failed migration rolled back its own changes too, so the role
-    // still has BYPASSRLS, and item-api refuses to serve requests as it.
+    // The role still has BYPASSRLS, and item-api refuses to serve requests
+    // as it.
     let mut api = ItemApi::spawn_with(
         &database,
         ItemApiOptions {
@@ -180,6 +210,44 @@ async fn migration_corrects_existing_request_roles() {
     .await
     .expect("role query");
     assert!(unsafe_roles.is_empty(), "{unsafe_roles:?}");
+}
+
+#[tokio::test]
+async fn serve_refuses_reachable_bypassrls_role() {
+    // A private cluster, because the change to anon is cluster-wide.
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let mut admin = database.admin().await;
+    // authenticated stays safe; authenticator can still SET ROLE anon.
+    sqlx::query("alter role anon bypassrls")
+        .execute(&mut admin)
+        .await
+        .expect("alter anon");
+
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            acquire_timeout_ms: Some(500),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let response = http_client()
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let log = api.log();
+    assert!(
+        log.contains(
+            "refusing the connection: role authenticator can switch to role anon, \
+             which has the SUPERUSER or BYPASSRLS attribute"
+        ),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -236,6 +304,15 @@ async fn non_superuser_migration_clears_what_it_may() {
         stderr.contains("superuser") || stderr.contains("permission denied"),
         "{stderr}"
     );
+    let mut second = sqlx::PgConnection::connect(&cluster.url("postgres", "second_database"))
+        .await
+        .expect("connecting to second_database");
+    let migrations_table: Option<String> =
+        sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut second)
+            .await
+            .expect("regclass query");
+    assert_eq!(migrations_table, None, "a migration ran before the refusal");
 }
 
 #[tokio::test]
@@ -279,6 +356,131 @@ async fn readyz_is_503_while_database_is_down() {
     let detail = body["detail"].as_str().expect("detail");
     assert!(!detail.contains("Connection refused"), "{detail}");
     assert!(!detail.contains("127.0.0.1"), "{detail}");
+}
+
+#[tokio::test]
+async fn rejected_connection_gets_503() {
+    // A private cluster, because the password rule is cluster-wide.
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let mut admin = database.admin().await;
+    sqlx::query("alter role authenticator password 'right-password'")
+        .execute(&mut admin)
+        .await
+        .expect("setting the password");
+    cluster.require_password("authenticator");
+    // pg_ctl reload only signals the server; wait until the rule applies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sqlx::PgConnection::connect(&database.authenticator_url)
+        .await
+        .is_ok()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the password rule never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let cases = [
+        (
+            "wrong password (28P01)",
+            cluster.url("authenticator:wrong-password", &database.name),
+        ),
+        (
+            "missing database (3D000)",
+            cluster.url("authenticator:right-password", "no_such_database"),
+        ),
+    ];
+    for (case, url) in cases {
+        let target = TestDatabase {
+            authenticator_url: url,
+            ..database.clone()
+        };
+        let api = ItemApi::spawn_with(
+            &target,
+            ItemApiOptions {
+                acquire_timeout_ms: Some(1_000),
+                ..ItemApiOptions::default()
+            },
+        )
+        .await;
+        let response = http_client()
+            .get(api.url("/api/v1/item/"))
+            .header("X-User-Id", ALICE)
+            .send()
+            .await
+            .expect("list");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{case}");
+        assert_eq!(
+            response.headers()[CONTENT_TYPE],
+            "application/problem+json",
+            "{case}"
+        );
+        let body: Value = response.json().await.expect("problem JSON");
+        assert_eq!(
+            body["detail"], "The database is unavailable; retry the request later.",
+            "{case}"
+        );
+    }
+
+    // The right password works, so the cases above failed for their reason.
+    let target = TestDatabase {
+        authenticator_url: cluster.url("authenticator:right-password", &database.name),
+        ..database.clone()
+    };
+    let api = ItemApi::spawn(&target).await;
+    let response = http_client()
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn database_not_in_utf8_gets_503() {
+    // The shared cluster's roles exist once one database is migrated.
+    let migrated = TestDatabase::new().await;
+    let cluster = PgCluster::shared();
+    let name = format!("{}_sql_ascii", migrated.name);
+    let mut admin = migrated.admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "create database {name} encoding 'SQL_ASCII' template template0"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("creating a SQL_ASCII database");
+    let database = TestDatabase {
+        admin_url: cluster.url("postgres", &name),
+        authenticator_url: cluster.url("authenticator", &name),
+        name,
+        ..migrated.clone()
+    };
+    assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
+
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            acquire_timeout_ms: Some(500),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let response = http_client()
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let log = api.log();
+    assert!(
+        log.contains("has the encoding SQL_ASCII, but item-api needs UTF8"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -407,6 +609,92 @@ async fn pool_of_one_serves_alternating_users() {
     assert_eq!(states.len(), 1, "{states:?}");
     assert_eq!(states[0].0, "authenticator");
     assert_eq!(states[0].1.as_deref(), Some("idle"));
+}
+
+/// Returns the backend pids of item-api's connections to `database`.
+async fn item_api_backends(database: &TestDatabase) -> Vec<i32> {
+    let mut admin = database.admin().await;
+    sqlx::query_scalar(
+        "select pid from pg_stat_activity \
+         where datname = current_database() and application_name = 'item-api' \
+         order by pid",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[tokio::test]
+async fn bypassrls_on_pooled_connection_gets_503() {
+    // A private cluster, because the change to authenticated is cluster-wide.
+    let cluster = PgCluster::start();
+    let database = cluster.create_migrated_database().await;
+    let api = ItemApi::spawn_with(
+        &database,
+        ItemApiOptions {
+            max_connections: Some(1),
+            ..ItemApiOptions::default()
+        },
+    )
+    .await;
+    let client = http_client();
+
+    let created: Value = client
+        .post(api.url("/api/v1/item/"))
+        .header("X-User-Id", ALICE)
+        .json(&json!({"title": "alice's"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("item JSON");
+    let alice_item = api.url(&format!("/api/v1/item/{}", created["id"]));
+    // A list, not a get: with PostgreSQL 15, a get prepared on the
+    // connection before the change kept its row-level security plan after
+    // it, which hid the bypass below even without the check.
+    let items: Vec<Value> = client
+        .get(api.url("/api/v1/item/"))
+        .header("X-User-Id", BOB)
+        .send()
+        .await
+        .expect("list as bob")
+        .json()
+        .await
+        .expect("list JSON");
+    assert!(items.is_empty(), "bob sees {items:?}");
+    let backends = item_api_backends(&database).await;
+    assert_eq!(backends.len(), 1, "{backends:?}");
+
+    // The pooled connection was checked when it opened; the role changes
+    // under it.
+    let mut admin = database.admin().await;
+    sqlx::query("alter role authenticated bypassrls")
+        .execute(&mut admin)
+        .await
+        .expect("alter authenticated");
+
+    let response = client
+        .get(&alice_item)
+        .header("X-User-Id", BOB)
+        .send()
+        .await
+        .expect("get as bob");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let body: Value = response.json().await.expect("problem JSON");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(!detail.contains("BYPASSRLS"), "{detail}");
+    assert_eq!(
+        item_api_backends(&database).await,
+        backends,
+        "the request must have used the same pooled connection"
+    );
+    let log = api.log();
+    assert!(
+        log.contains("row-level security does not apply to api.items"),
+        "{log}"
+    );
 }
 
 #[tokio::test]

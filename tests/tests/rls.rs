@@ -21,8 +21,8 @@ async fn begin_as<'c>(
     let mut transaction = connection.begin().await.expect("begin");
     let claims = serde_json::json!({"sub": user, "role": "authenticated"}).to_string();
     sqlx::query(
-        "select set_config('role', 'authenticated', true), \
-                set_config('request.jwt.claims', $1, true)",
+        "select pg_catalog.set_config('role', 'authenticated', true), \
+                pg_catalog.set_config('request.jwt.claims', $1, true)",
     )
     .bind(claims)
     .execute(&mut *transaction)
