@@ -105,9 +105,11 @@ pub struct DatabaseUrl(String);
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file is not valid TOML or has unknown keys or wrong types.
-    #[error("invalid TOML")]
-    Parse(#[from] toml::de::Error),
+    /// The file is not valid TOML or has unknown keys or wrong types. The
+    /// message gives line and column but not the line, which may hold the
+    /// database password.
+    #[error("invalid TOML: {0}")]
+    Parse(String),
     /// A key has a value outside its allowed range or format.
     #[error("{key} = {value} is invalid: {reason}")]
     Invalid {
@@ -128,6 +130,21 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// Describes a TOML error in `text` by line, column and message.
+    fn parse(error: &toml::de::Error, text: &str) -> Self {
+        let message = error.message().trim_end();
+        let Some(span) = error.span() else {
+            return Self::Parse(message.to_owned());
+        };
+        let before = text.get(..span.start).unwrap_or(text);
+        let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        Self::Parse(format!("line {line}, column {column}: {message}"))
+    }
+}
+
 impl FileConfig {
     /// Reads and parses `path` without validating the values.
     ///
@@ -138,6 +155,7 @@ impl FileConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading configuration file {}", path.display()))?;
         let file: Self = toml::from_str(&text)
+            .map_err(|error| ConfigError::parse(&error, &text))
             .with_context(|| format!("parsing configuration file {}", path.display()))?;
         Ok(file)
     }
@@ -164,7 +182,8 @@ impl Config {
     ///
     /// Returns [`ConfigError`] naming the first key that is wrong.
     pub fn from_toml(text: &str, environment_url: Option<String>) -> Result<Self, ConfigError> {
-        let file: FileConfig = toml::from_str(text)?;
+        let file: FileConfig =
+            toml::from_str(text).map_err(|error| ConfigError::parse(&error, text))?;
         Self::validate(file.backend, environment_url)
     }
 
@@ -514,6 +533,20 @@ mod tests {
             Config::from_toml(&text, None),
             Err(ConfigError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn syntax_error_names_the_line_without_its_text() {
+        let text = "[backend]\ndatabase_url = \"postgres://app:s3cret@db/items\n";
+
+        let error = Config::from_toml(text, None).expect_err("unterminated string");
+
+        let message = error.to_string();
+        assert!(
+            message.starts_with("invalid TOML: line 2, column 47: "),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     #[test]
