@@ -27,9 +27,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let headers = request.headers().clone();
         // Checked before the body is read, which would be wasted otherwise.
-        check_content_encoding(&headers)?;
+        check_content_encoding(request.headers())?;
+        // The body extractor reads only the body and the size limit in the
+        // extensions, so the headers can move out instead of being copied.
+        let (mut parts, body) = request.into_parts();
+        let headers = std::mem::take(&mut parts.headers);
+        let request = Request::from_parts(parts, body);
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -97,8 +101,12 @@ fn check_content_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Returns whether a Content-Type value has no charset parameter or
-/// `charset=utf-8`, in any letter case and optionally quoted.
+/// Charsets a JSON body may be labelled with: UTF-8 under the names
+/// WHATWG's Encoding Standard gives it, and US-ASCII, a subset of UTF-8.
+const UTF8_CHARSETS: [&str; 4] = ["utf-8", "utf8", "unicode-1-1-utf-8", "us-ascii"];
+
+/// Returns whether a Content-Type value has no charset parameter or one of
+/// [`UTF8_CHARSETS`], in any letter case and optionally quoted.
 fn has_utf8_charset(value: &HeaderValue) -> bool {
     let Ok(text) = value.to_str() else {
         return false;
@@ -107,11 +115,11 @@ fn has_utf8_charset(value: &HeaderValue) -> bool {
         let Some((name, charset)) = parameter.split_once('=') else {
             return true;
         };
+        let charset = charset.trim().trim_matches('"');
         !name.trim().eq_ignore_ascii_case("charset")
-            || charset
-                .trim()
-                .trim_matches('"')
-                .eq_ignore_ascii_case("utf-8")
+            || UTF8_CHARSETS
+                .iter()
+                .any(|utf8| charset.eq_ignore_ascii_case(utf8))
     })
 }
 
@@ -273,6 +281,8 @@ mod tests {
         for value in [
             "application/json;charset=UTF-8",
             "application/json; CHARSET=\"utf-8\"",
+            "application/json; charset=utf8",
+            "application/json; charset=US-ASCII",
         ] {
             assert!(parse_object(&typed(Some(value)), b"{}").is_ok(), "{value}");
         }

@@ -57,6 +57,20 @@ const REQUEST_ROLES: &str = "\
     where r.rolname in ('anon', 'authenticated') \
     order by r.rolname";
 
+/// The roles with SUPERUSER or BYPASSRLS that an existing `authenticator`
+/// is or can switch to, other than the request roles the migration
+/// corrects. `item-api serve` refuses such a login role, so `migrate`
+/// stops for it too. No row when `authenticator` does not exist.
+const ESCAPING_LOGIN_ROLES: &str = "\
+    select target.rolname::text \
+    from pg_catalog.pg_roles login \
+    join pg_catalog.pg_roles target \
+      on pg_catalog.pg_has_role(login.oid, target.oid, 'member') \
+    where login.rolname = 'authenticator' \
+      and (target.rolsuper or target.rolbypassrls) \
+      and target.rolname not in ('anon', 'authenticated') \
+    order by target.rolname";
+
 /// The role that runs the migration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct Migrator {
@@ -105,6 +119,12 @@ pub struct RequestRole {
 /// Returns an error naming every role that would make that migration
 /// fail, and why, or the database error of a failed query.
 pub async fn check(connection: &mut PgConnection) -> anyhow::Result<()> {
+    let escaping: Vec<String> = sqlx::query_scalar(ESCAPING_LOGIN_ROLES)
+        .fetch_all(&mut *connection)
+        .await?;
+    if let Some(problem) = login_role_problem(&escaping) {
+        anyhow::bail!("no migration was applied: {problem}");
+    }
     if request_role_migration_applied(connection).await? {
         return Ok(());
     }
@@ -140,6 +160,20 @@ async fn request_role_migration_applied(connection: &mut PgConnection) -> anyhow
         .bind(REQUEST_ROLE_MIGRATION)
         .fetch_one(&mut *connection)
         .await?)
+}
+
+/// Returns why `item-api serve` would refuse `authenticator` when it is or
+/// can switch to the roles `escaping`, or `None` when the list is empty.
+pub fn login_role_problem(escaping: &[String]) -> Option<String> {
+    if escaping.is_empty() {
+        return None;
+    }
+    let roles = escaping.join(", ");
+    Some(format!(
+        "role authenticator is or can switch to {roles}, which has SUPERUSER or BYPASSRLS, \
+         so item-api serve would refuse every connection. Revoke {roles} from authenticator \
+         (or clear the attribute), or give item-api a login role of its own."
+    ))
 }
 
 /// Returns why the migration would fail on `role`, as a sentence, or
@@ -233,6 +267,16 @@ mod tests {
             name: name.into(),
             ..RequestRole::default()
         }
+    }
+
+    #[test]
+    fn escaping_login_role_is_named() {
+        assert_eq!(login_role_problem(&[]), None);
+        let problem = login_role_problem(&["service_role".to_owned()]).expect("an escaping role");
+        assert!(
+            problem.contains("role authenticator is or can switch to service_role"),
+            "{problem}"
+        );
     }
 
     #[test]

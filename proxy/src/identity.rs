@@ -337,7 +337,7 @@ mod tests {
             "a\u{85}b@example.com",
         ] {
             let identity = Identity::from_verified(
-                verified(json!({"email": {"address": address}})),
+                verified(json!({"email": {"address": address, "is_verified": true}})),
                 &user,
                 &[claim_header("email.address", "x-user-email")],
             );

@@ -213,6 +213,45 @@ async fn migration_corrects_existing_request_roles() {
 }
 
 #[tokio::test]
+async fn migrate_stops_for_escaping_login_role() {
+    // A PostgREST-style cluster whose authenticator can switch to a role
+    // that bypasses row-level security, which item-api serve refuses.
+    let cluster = PgCluster::start();
+    let database = cluster.create_database().await;
+    let mut admin = database.admin().await;
+    for statement in [
+        "create role authenticator login noinherit",
+        "create role service_role nologin bypassrls",
+        "grant service_role to authenticator",
+    ] {
+        sqlx::query(statement)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+
+    let output = run_migrate(&database.admin_url).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "migrate passed:\n{stderr}");
+    assert!(
+        stderr.contains("role authenticator is or can switch to service_role"),
+        "{stderr}"
+    );
+    let migrations_table: Option<String> =
+        sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+            .fetch_one(&mut admin)
+            .await
+            .expect("regclass query");
+    assert_eq!(migrations_table, None, "a migration ran");
+
+    sqlx::query("revoke service_role from authenticator")
+        .execute(&mut admin)
+        .await
+        .expect("revoke");
+    assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
+}
+
+#[tokio::test]
 async fn serve_refuses_reachable_bypassrls_role() {
     // A private cluster, because the change to anon is cluster-wide.
     let cluster = PgCluster::start();

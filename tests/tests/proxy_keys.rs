@@ -144,7 +144,8 @@ async fn failed_refetch_for_new_kid_gives_503() {
 
 #[tokio::test]
 async fn unknown_kids_in_cooldown_skip_slow_fetches() {
-    let stack = ProxyStack::start().await;
+    // Fetches may take up to 10 s, so the slow ones below do not time out.
+    let stack = ProxyStack::start_with(|config| config.jwks("fetch_timeout_ms = 10000")).await;
     let url = stack.proxy.url("/api/x");
     assert_eq!(
         status_with_token(&stack.client, &url, &stack.valid_token(USER)).await,
@@ -156,17 +157,21 @@ async fn unknown_kids_in_cooldown_skip_slow_fetches() {
         jsonwebtoken::encode(&header, &hanko_claims(USER), stack.key.encoding_key()).expect("signs")
     };
 
-    // From now on every fetch takes 3 s. The refetch for the first unknown
+    // From now on every fetch takes 5 s. The refetch for the first unknown
     // kid loads a set with a max-age of 1 s, so about a second later the
-    // background refresh starts a fetch and holds the fetch lock for 3 s.
-    stack.jwks.set_delay(Duration::from_secs(3));
+    // background refresh starts a fetch and holds the fetch lock for 5 s.
+    stack.jwks.set_delay(Duration::from_secs(5));
     stack.jwks.set_max_age(Some(1));
     assert_eq!(
         status_with_token(&stack.client, &url, &random_kid_token()).await,
         401
     );
     let fetches = stack.jwks.fetch_count();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refreshing = poll_until(POLL_TIMEOUT, || async {
+        stack.jwks.fetch_count() > fetches
+    })
+    .await;
+    assert!(refreshing, "the background refresh did not start");
 
     for _ in 0..5 {
         let started = std::time::Instant::now();

@@ -421,7 +421,9 @@ async fn new_key_set_url_is_followed() {
     let new_key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
     let old_jwks = JwksServer::start(&[&old_key]).await;
     let new_jwks = JwksServer::start(&[&new_key]).await;
-    // A short max-age makes the new source's refresh loop visible.
+    // A short max-age makes each source's refresh loop visible: the old
+    // one would be fetched every second if it were still refreshed.
+    old_jwks.set_max_age(Some(1));
     new_jwks.set_max_age(Some(1));
     let upstream = EchoServer::start().await;
     let mut proxy =
@@ -533,6 +535,10 @@ async fn in_flight_request_keeps_its_config() {
         1.0,
         "{}",
         proxy.log()
+    );
+    assert!(
+        !slow.is_finished(),
+        "the reload finished after the slow request, so it was not in flight"
     );
     upstream.set_delay(Duration::ZERO);
     assert_eq!(status(&client, &proxy.url("/gen0/x")).await, 404);

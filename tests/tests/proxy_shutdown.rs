@@ -59,7 +59,7 @@ async fn slow_request_survives_sigterm() {
         .expect("reads the status line");
     assert_eq!(&first, b"HTTP/1.1 200");
 
-    upstream.set_delay(Duration::from_secs(2));
+    upstream.set_delay(Duration::from_secs(5));
     let slow_url = proxy.url("/public/slow");
     let slow = tokio::spawn({
         let client = client.clone();
@@ -72,14 +72,26 @@ async fn slow_request_survives_sigterm() {
     let signalled = Instant::now();
 
     // New connections are refused while the slow request is still running.
-    let refused = poll_until(Duration::from_secs(1), || async {
+    let refused = poll_until(Duration::from_secs(3), || async {
         TcpStream::connect(proxy.addr()).await.is_err()
     })
     .await;
     assert!(refused, "the proxy still accepts connections after SIGTERM");
     assert!(
-        signalled.elapsed() < Duration::from_secs(2),
+        signalled.elapsed() < Duration::from_secs(4),
         "the listener closed only after the slow request could have finished"
+    );
+
+    // The idle connection is closed at once, not left open until the exit.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_millis(500), idle.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the idle keep-alive connection stayed open: {read:?}"
+    );
+    assert!(
+        !slow.is_finished(),
+        "the idle connection must close while a request is still running"
     );
 
     let response = slow
@@ -101,11 +113,6 @@ async fn slow_request_survives_sigterm() {
         "the proxy waited for the whole grace period although nothing was left: {:?}",
         signalled.elapsed()
     );
-
-    // The idle connection was closed, not left hanging until the exit.
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the idle keep-alive connection stayed open");
 }
 
 #[tokio::test]

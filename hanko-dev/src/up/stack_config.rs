@@ -71,7 +71,7 @@ impl StackConfig {
     ///
     /// As for [`StackConfig::load`].
     pub fn parse(text: &str) -> Result<Self> {
-        let root: Value = toml::from_str(text).context("the file is not valid TOML")?;
+        let root: Value = toml::from_str(text).map_err(|error| syntax_error(&error, text))?;
         let proxy = root.get("proxy").context("the [proxy] table is missing")?;
         let auth = proxy
             .get("auth")
@@ -280,6 +280,20 @@ fn routes_reach(proxy: &Value, backend: SocketAddr) -> bool {
     })
 }
 
+/// Describes a TOML error in `text` by line, column and message, without
+/// the line itself: it may be `[backend]`'s database URL with a password.
+fn syntax_error(error: &toml::de::Error, text: &str) -> anyhow::Error {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return anyhow::anyhow!("the file is not valid TOML: {message}");
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    anyhow::anyhow!("the file is not valid TOML: line {line}, column {column}: {message}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +315,19 @@ mod tests {
         );
         assert_eq!(config.audience, "localhost");
         assert!(config.routes_reach_backend);
+    }
+
+    #[test]
+    fn syntax_error_names_the_line_without_its_text() {
+        let text = "[backend]\ndatabase_url = \"postgres://app:s3cret@db/items\n";
+
+        let message = format!("{:#}", StackConfig::parse(text).expect_err("unterminated"));
+
+        assert!(
+            message.starts_with("the file is not valid TOML: line 2, column 47: "),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
     }
 
     fn config(proxy_extra: &str, auth: &str, backend: &str) -> String {

@@ -84,7 +84,8 @@ pub enum FetchError {
 /// The last refetch caused by a token with an unknown `kid`.
 #[derive(Debug, Clone, Copy)]
 struct KidRefetch {
-    started_at: Instant,
+    /// When the fetch ended, so that a slow fetch still leaves a cooldown.
+    ended_at: Instant,
     failed: bool,
 }
 
@@ -257,8 +258,8 @@ impl KeySource {
     /// # Errors
     ///
     /// Returns [`KeysUnavailable`] when the refetch failed, or failed
-    /// within the cooldown: a token signed with a new key cannot be told
-    /// from a forged `kid` while the key set cannot be fetched.
+    /// within the cooldown, because while the key set cannot be fetched a
+    /// token signed with a new key looks the same as a forged `kid`.
     pub async fn refetch_for_kid(
         &self,
         kid: &str,
@@ -273,20 +274,23 @@ impl KeySource {
         }
 
         tracing::info!(url = %self.url, "refetching the key set for an unknown kid");
-        let started_at = Instant::now();
         let fetched = self.fetch().await;
+        // The new set goes into the cache before the outcome is recorded,
+        // because `settled_for_kid` reads them in the other order.
+        if let Ok(keys) = &fetched {
+            self.cache.insert((), keys.clone()).await;
+            self.loaded.notify_one();
+        }
         *lock(&self.last_kid_refetch) = Some(KidRefetch {
-            started_at,
+            ended_at: Instant::now(),
             failed: fetched.is_err(),
         });
-        let Ok(keys) = fetched else {
-            return Err(KeysUnavailable {
+        match fetched {
+            Ok(keys) => Ok(keys.set.contains(kid).then_some(keys)),
+            Err(_) => Err(KeysUnavailable {
                 retry_after_seconds: self.settings.unknown_kid_cooldown.as_secs().max(1),
-            });
-        };
-        self.cache.insert((), keys.clone()).await;
-        self.loaded.notify_one();
-        Ok(keys.set.contains(kid).then_some(keys))
+            }),
+        }
     }
 
     /// Returns the outcome for `kid` when no refetch is due: the cached set
@@ -296,16 +300,19 @@ impl KeySource {
         &self,
         kid: &str,
     ) -> Option<Result<Option<Arc<FetchedKeys>>, KeysUnavailable>> {
+        // Read before the cache: a refetch that is recorded here has
+        // already put its set into the cache.
+        let last = *lock(&self.last_kid_refetch);
         if let Some(keys) = self.cache.get(&()).await
             && keys.set.contains(kid)
         {
             return Some(Ok(Some(keys)));
         }
-        let last = (*lock(&self.last_kid_refetch))?;
+        let last = last?;
         let remaining = self
             .settings
             .unknown_kid_cooldown
-            .checked_sub(last.started_at.elapsed())
+            .checked_sub(last.ended_at.elapsed())
             .filter(|remaining| !remaining.is_zero())?;
         if last.failed {
             Some(Err(KeysUnavailable {

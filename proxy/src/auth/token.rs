@@ -235,11 +235,7 @@ fn check_header<'a>(token: &'a str, policy: &TokenPolicy) -> Result<Unverified<'
     // Hanko's session tokens carry `typ: JWT`. Another type, such as `at+jwt`
     // (RFC 9068), marks a token meant for other checks, even when signed
     // with the same keys.
-    if header
-        .typ
-        .as_deref()
-        .is_some_and(|typ| !typ.eq_ignore_ascii_case("JWT"))
-    {
+    if header.typ.as_deref().is_some_and(|typ| !is_jwt_type(typ)) {
         return Err(Refusal::Malformed);
     }
     let algorithm = Algorithm::from_str(&header.alg)
@@ -257,6 +253,17 @@ fn check_header<'a>(token: &'a str, policy: &TokenPolicy) -> Result<Unverified<'
         algorithm,
         kid,
     })
+}
+
+/// Reports whether a `typ` header names a plain JWT: `JWT`, or the media
+/// type `application/jwt`, both without regard to case (RFC 7515 section
+/// 4.1.9 lets the `application/` prefix be left out).
+fn is_jwt_type(typ: &str) -> bool {
+    let media_type = typ
+        .get(.."application/".len())
+        .filter(|prefix| prefix.eq_ignore_ascii_case("application/"))
+        .map_or(typ, |prefix| &typ[prefix.len()..]);
+    media_type.eq_ignore_ascii_case("JWT")
 }
 
 /// Returns the `kid` of a token's header without verifying anything, for
@@ -741,6 +748,19 @@ mod tests {
             &claims(),
         );
         assert!(check(&lower_case).is_ok());
+        let media_type = hand_signed(
+            &json!({"alg": "RS256", "kid": kid, "typ": "Application/JWT"}),
+            &claims(),
+        );
+        assert!(check(&media_type).is_ok());
+        let other_media_type = hand_signed(
+            &json!({"alg": "RS256", "kid": kid, "typ": "application/at+jwt"}),
+            &claims(),
+        );
+        assert_eq!(
+            check(&other_media_type).expect_err("the token must be rejected"),
+            Refusal::Malformed
+        );
         let untyped = hand_signed(&json!({"alg": "RS256", "kid": kid}), &claims());
         assert!(check(&untyped).is_ok());
     }
