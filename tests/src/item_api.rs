@@ -75,7 +75,10 @@ impl ItemApi {
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env_remove("DATABASE_URL");
+            .env_remove("DATABASE_URL")
+            // Tests read info lines from the log, whatever the caller's
+            // environment sets; `options.env` may override it.
+            .env("RUST_LOG", "info");
         for (key, value) in &options.env {
             command.env(key, value);
         }

@@ -3,10 +3,11 @@
 //! and keys that survive a restart.
 
 use std::process::Command;
+use std::time::Duration;
 
 use hanko_edge_tests::hanko::{HankoDev, decode_header, decode_payload};
 use hanko_edge_tests::item_api::http_client;
-use hanko_edge_tests::process::binary_path;
+use hanko_edge_tests::process::{ChildProcess, binary_path};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -272,16 +273,17 @@ async fn keys_survive_restart() {
 async fn serve_rejects_non_loopback_address() {
     let data_dir = tempfile::tempdir().expect("temp dir");
 
-    let output = Command::new(binary_path("hanko-dev"))
+    let mut command = Command::new(binary_path("hanko-dev"));
+    command
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(data_dir.path())
-        .output()
-        .expect("running hanko-dev works");
+        .arg(data_dir.path());
+    // A child the test owns, so a regression that makes it serve is
+    // killed after the timeout instead of hanging the run.
+    let mut process = ChildProcess::spawn("hanko-dev", command);
+    let status = process.wait_exit(Duration::from_secs(10)).await;
 
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("loopback"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let status = status.unwrap_or_else(|| process.fail("served on a non-loopback address"));
+    assert!(!status.success());
+    let log = process.log();
+    assert!(log.contains("loopback"), "{log}");
 }

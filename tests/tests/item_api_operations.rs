@@ -5,9 +5,10 @@
 //! a pool of one connection shared by alternating users, and the request id
 //! in the access log.
 
+use hanko_edge_tests::edge_proxy::poll_until;
 use hanko_edge_tests::item_api::{ItemApi, ItemApiOptions, http_client};
 use hanko_edge_tests::pg::{PgCluster, TestDatabase, assert_migrate_succeeded, run_migrate};
-use hanko_edge_tests::process::binary_path;
+use hanko_edge_tests::process::{ChildProcess, binary_path};
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -636,18 +637,25 @@ async fn pool_of_one_serves_alternating_users() {
         }
     }
 
-    // The one pooled connection must be back to plain authenticator.
-    let mut admin = database.admin().await;
-    let states: Vec<(String, Option<String>)> = sqlx::query_as(
-        "select usename::text, state from pg_stat_activity \
-         where datname = current_database() and application_name = 'item-api'",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .expect("pg_stat_activity");
-    assert_eq!(states.len(), 1, "{states:?}");
-    assert_eq!(states[0].0, "authenticator");
-    assert_eq!(states[0].1.as_deref(), Some("idle"));
+    // The one pooled connection must go back to the pool with no
+    // transaction left open. sqlx ends the transaction in a background
+    // task after the response, so the state is polled.
+    let admin = tokio::sync::Mutex::new(database.admin().await);
+    let states = || async {
+        let states: Vec<Option<String>> = sqlx::query_scalar(
+            "select state from pg_stat_activity \
+             where datname = current_database() and application_name = 'item-api'",
+        )
+        .fetch_all(&mut *admin.lock().await)
+        .await
+        .expect("pg_stat_activity");
+        states
+    };
+    let idle = poll_until(std::time::Duration::from_secs(5), || async {
+        states().await == [Some("idle".to_owned())]
+    })
+    .await;
+    assert!(idle, "item-api's connections: {:?}", states().await);
 }
 
 /// Returns the backend pids of item-api's connections to `database`.
@@ -805,18 +813,22 @@ async fn serve_rejects_invalid_config() {
     )
     .expect("writing config");
 
-    let output = tokio::process::Command::new(binary_path("item-api"))
+    let mut command = std::process::Command::new(binary_path("item-api"));
+    command
         .arg("serve")
         .arg("--config")
         .arg(&config)
-        .env_remove("DATABASE_URL")
-        .output()
-        .await
-        .expect("starting item-api serve");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("backend.max_connections"), "{stderr}");
-    assert!(stderr.contains(&config.display().to_string()), "{stderr}");
+        .env_remove("DATABASE_URL");
+    // A child the test owns, so a regression that makes it serve is
+    // killed after the timeout instead of hanging the run.
+    let mut process = ChildProcess::spawn("item-api", command);
+    let status = process.wait_exit(std::time::Duration::from_secs(10)).await;
+
+    let status = status.unwrap_or_else(|| process.fail("served with an invalid config"));
+    let log = process.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("backend.max_connections"), "{log}");
+    assert!(log.contains(&config.display().to_string()), "{log}");
 }
 
 #[tokio::test]

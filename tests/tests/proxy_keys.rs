@@ -7,7 +7,7 @@ use std::time::Duration;
 use hanko_dev::keys::{DEFAULT_KEY_BITS, SigningKey};
 use hanko_edge_tests::echo::EchoServer;
 use hanko_edge_tests::edge_proxy::{
-    EdgeProxy, ProxyConfig, ProxyStack, hanko_claims, poll_until, test_client,
+    EdgeProxy, ProxyConfig, ProxyStack, hanko_claims, metric_value, poll_until, test_client,
 };
 use hanko_edge_tests::jwks::JwksServer;
 use jsonwebtoken::{Algorithm, Header};
@@ -196,12 +196,20 @@ async fn unknown_kids_in_cooldown_skip_slow_fetches() {
 async fn concurrent_cold_requests_share_one_fetch() {
     let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
     let jwks = JwksServer::start(&[&key]).await;
-    jwks.set_delay(Duration::from_millis(700));
+    // Long enough that the first fetch is still running when the burst
+    // starts, even on a slow machine.
+    jwks.set_delay(Duration::from_secs(3));
     let upstream = EchoServer::start().await;
     let config = ProxyConfig::new(&jwks.base_url()).standard_routes(upstream.addr());
     let proxy = EdgeProxy::spawn(&config.to_toml()).await;
     let client = test_client();
     let url = proxy.url("/api/x");
+    let ready = client
+        .get(proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(ready.status(), 503, "the keys must still be loading");
 
     let tokens: Vec<String> = (0..50)
         .map(|index| {
@@ -404,10 +412,12 @@ async fn token_cache_can_be_turned_off() {
     }
     // With the cache on, the second and third request would be hits.
     let hits = "edge_proxy_token_cache_lookups_total{result=\"hit\"}";
-    assert_eq!(stack.proxy.metric(hits).await, 0.0);
+    let metrics = stack.proxy.metrics().await;
+    assert_eq!(metric_value(&metrics, hits), Some(0.0), "{metrics}");
     assert_eq!(
-        stack.proxy.metric("edge_proxy_token_cache_entries").await,
-        0.0
+        metric_value(&metrics, "edge_proxy_token_cache_entries"),
+        Some(0.0),
+        "{metrics}"
     );
 }
 

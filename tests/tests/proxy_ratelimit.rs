@@ -169,12 +169,15 @@ async fn user_over_limit_gets_429_while_other_user_passes() {
         "the access log names the reason:\n{}",
         stack.proxy.log()
     );
-    assert_eq!(
+    // The counter moves after the response is written.
+    let counted = poll_until(Duration::from_secs(5), || async {
         stack
             .metric("edge_proxy_refusals_total{reason=\"rate_limited\"}")
-            .await,
-        3.0
-    );
+            .await
+            == 3.0
+    })
+    .await;
+    assert!(counted, "{}", stack.proxy.metrics().await);
 }
 
 #[tokio::test]

@@ -116,6 +116,7 @@ impl Up {
             .arg(config)
             .arg("--data-dir")
             .arg(data_dir)
+            .env("RUST_LOG", "info")
             // The test profile's programs are already built by
             // `cargo build --workspace --bins`.
             .env("HANKO_DEV_NO_BUILD", "1")
@@ -363,7 +364,9 @@ fn titles(json: &Value) -> Vec<&str> {
 /// project checkout in a normal home directory is.
 fn reachable_data_dir() -> (tempfile::TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt as _;
-    let parent = tempfile::tempdir().expect("temp dir");
+    // Under /tmp, not TMPDIR, which may lie in a directory only its owner
+    // can enter.
+    let parent = tempfile::tempdir_in("/tmp").expect("temp dir");
     std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod works");
     let data_dir = parent.path().join(".dev");
