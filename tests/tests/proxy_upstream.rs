@@ -116,12 +116,20 @@ async fn peers_rotate_and_a_refusing_peer_is_skipped() {
 /// An upstream that serves one request per connection with keep-alive,
 /// then drops the connection when a second request arrives on it, the way
 /// a server that timed the connection out at that moment would. A request
-/// for a path ending in `/slow` gets its response after 300 ms, and one
+/// for a path ending in `/slow` gets its response once two such requests
+/// have arrived (or after 10 s), so two of them always overlap, and one
 /// ending in `/drop` gets none.
 struct OneRequestUpstream {
     addr: std::net::SocketAddr,
     accepted: Arc<AtomicUsize>,
     dropped: Arc<AtomicUsize>,
+}
+
+/// The counters each connection of [`OneRequestUpstream`] updates.
+#[derive(Clone)]
+struct UpstreamCounts {
+    dropped: Arc<AtomicUsize>,
+    slow_arrived: Arc<AtomicUsize>,
 }
 
 impl OneRequestUpstream {
@@ -142,11 +150,15 @@ impl OneRequestUpstream {
         let (listener, addr) = bind_loopback().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let dropped = Arc::new(AtomicUsize::new(0));
-        let (accept_count, drop_count) = (accepted.clone(), dropped.clone());
+        let accept_count = accepted.clone();
+        let counts = UpstreamCounts {
+            dropped: dropped.clone(),
+            slow_arrived: Arc::new(AtomicUsize::new(0)),
+        };
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 accept_count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve_one_request(stream, drop_count.clone()));
+                tokio::spawn(serve_one_request(stream, counts.clone()));
             }
         });
         OneRequestUpstream {
@@ -157,7 +169,7 @@ impl OneRequestUpstream {
     }
 }
 
-async fn serve_one_request(mut stream: tokio::net::TcpStream, dropped: Arc<AtomicUsize>) {
+async fn serve_one_request(mut stream: tokio::net::TcpStream, counts: UpstreamCounts) {
     let mut served = false;
     loop {
         let Some(head) = read_head(&mut stream).await else {
@@ -165,13 +177,19 @@ async fn serve_one_request(mut stream: tokio::net::TcpStream, dropped: Arc<Atomi
         };
         let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
         if path.ends_with("/drop") {
-            dropped.fetch_add(1, Ordering::SeqCst);
+            counts.dropped.fetch_add(1, Ordering::SeqCst);
         }
         if served || path.ends_with("/drop") {
             return;
         }
         if path.ends_with("/slow") {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            counts.slow_arrived.fetch_add(1, Ordering::SeqCst);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while counts.slow_arrived.load(Ordering::SeqCst) < 2
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         let response = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
         if stream.write_all(response).await.is_err() {
