@@ -1,9 +1,9 @@
 //! Log output: `tracing` with an `EnvFilter` from `RUST_LOG` (default
 //! `info`), as text or JSON lines on stderr. Pingora's `log` records are
 //! bridged into the same subscriber, except its debug and trace records,
-//! which are dropped at any `RUST_LOG` setting: Pingora 0.9.1 logs whole
-//! request and response heads at those levels (the request it sends
-//! upstream at debug), with their `Authorization` and `Cookie` values.
+//! which are dropped at any `RUST_LOG` setting. Pingora 0.9.1 logs whole
+//! request and response heads at those levels, with their `Authorization`
+//! and `Cookie` values (at debug, the request it sends upstream).
 //!
 //! Access events, one per request, are batched. Each is formatted on the
 //! thread that logs it, by [`AccessFormat`] in the same format as every

@@ -90,8 +90,8 @@ fn run(cli: &Cli) -> ExitCode {
         return ExitCode::FAILURE;
     }
 
-    // 5. The upgrade socket's directory must be this user's alone: the
-    //    listening sockets go to whoever listens on that path.
+    // 5. The upgrade socket's directory must be this user's alone, because
+    //    the listening sockets go to any process listening on that path.
     if let Err(error) = upgrade_socket::prepare(&config.upgrade_socket) {
         eprintln!("edge-proxy: {error:#}");
         return ExitCode::FAILURE;

@@ -193,7 +193,7 @@ async fn key_set_counters_follow_fetches() {
 
     // With the key set returning 503 the next refetch, once the cooldown
     // has passed, fails and is counted as both a fetch and a failure. The
-    // proxy cannot tell a new key from a forged kid then, so it answers 503.
+    // proxy cannot tell a new key from a forged kid then, so it responds with 503.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     stack.jwks.set_unavailable(true);
     assert_eq!(get(&stack, "/api/x", Some(&stranger_token)).await, 503);

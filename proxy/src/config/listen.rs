@@ -1,7 +1,7 @@
-//! Checks of the listener addresses and the upgrade socket path, which
-//! fail at start-up inside Pingora when they are wrong: Pingora retries a
-//! taken address for about 30 s and then panics in its service thread,
-//! leaving a process whose admin listener still responds.
+//! Checks of the listener addresses and the upgrade socket path. Wrong
+//! values fail at start-up inside Pingora, which retries a taken address
+//! for about 30 s and then panics in its service thread. The process then
+//! keeps running, and its admin listener still responds.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
