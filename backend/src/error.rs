@@ -53,7 +53,7 @@ pub enum ApiError {
     #[error("The request body must be sent with Content-Type: application/json.")]
     UnsupportedMediaType,
     /// The Content-Type names a charset other than UTF-8.
-    #[error("The request body must be UTF-8, so a charset parameter must be utf-8.")]
+    #[error("The request body must be UTF-8, so a charset parameter must be utf-8 (or us-ascii).")]
     UnsupportedCharset,
     /// The body has a content coding, such as gzip.
     #[error(

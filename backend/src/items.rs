@@ -110,7 +110,7 @@ pub async fn list_items(
         (status = 400, description = "Malformed JSON or invalid UTF-8", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No usable user id", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not application/json, its charset is not utf-8, or the body has a Content-Encoding", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json, its charset is not utf-8 or us-ascii, or the body has a Content-Encoding", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid, missing, unknown or repeated field", body = Problem, content_type = "application/problem+json"),
     ),
     security(("user_id" = []))
@@ -186,7 +186,7 @@ pub async fn get_item(
         (status = 401, description = "No usable user id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such item visible to the caller", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Content-Type is not application/json, its charset is not utf-8, or the body has a Content-Encoding", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Content-Type is not application/json, its charset is not utf-8 or us-ascii, or the body has a Content-Encoding", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id, empty body, or invalid, unknown or repeated field", body = Problem, content_type = "application/problem+json"),
     ),
     security(("user_id" = []))

@@ -8,8 +8,9 @@
 //! Status codes: a Content-Encoding other than `identity` is 415, because
 //! the body is not decoded. An empty body is 422 (a required field is
 //! missing). A Content-Type other than `application/json`, or with a
-//! charset other than `utf-8`, is 415. Invalid UTF-8 or malformed JSON is
-//! 400, and JSON that is not an object is 422.
+//! charset that is not UTF-8 or US-ASCII (see [`UTF8_CHARSETS`]), is 415.
+//! Invalid UTF-8 or malformed JSON is 400, and JSON that is not an object
+//! is 422.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -101,9 +102,17 @@ fn check_content_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Charsets a JSON body may be labelled with: UTF-8 under the names
+/// Charsets a JSON body may be labelled with: UTF-8 under every label
 /// WHATWG's Encoding Standard gives it, and US-ASCII, a subset of UTF-8.
-const UTF8_CHARSETS: [&str; 4] = ["utf-8", "utf8", "unicode-1-1-utf-8", "us-ascii"];
+const UTF8_CHARSETS: [&str; 7] = [
+    "utf-8",
+    "utf8",
+    "unicode-1-1-utf-8",
+    "unicode11utf8",
+    "unicode20utf8",
+    "x-unicode20utf8",
+    "us-ascii",
+];
 
 /// Returns whether a Content-Type value has no charset parameter or one of
 /// [`UTF8_CHARSETS`], in any letter case and optionally quoted.

@@ -58,17 +58,28 @@ const REQUEST_ROLES: &str = "\
     order by r.rolname";
 
 /// The roles with SUPERUSER or BYPASSRLS that an existing `authenticator`
-/// is or can switch to, other than the request roles the migration
-/// corrects. `item-api serve` refuses such a login role, so `migrate`
-/// stops for it too. No row when `authenticator` does not exist.
+/// has been granted, directly or through other roles, other than the
+/// request roles the migration corrects. `item-api serve` refuses such a
+/// login role, so `migrate` stops for it too. The grants are walked in
+/// `pg_auth_members` rather than asked of `pg_has_role`, which counts every
+/// role for a superuser, and `authenticator`'s own attributes are left out
+/// because 0001 clears them. No row when `authenticator` does not exist.
 const ESCAPING_LOGIN_ROLES: &str = "\
+    with recursive granted(oid) as ( \
+        select m.roleid \
+        from pg_catalog.pg_auth_members m \
+        join pg_catalog.pg_roles login on login.oid = m.member \
+        where login.rolname = 'authenticator' \
+        union \
+        select m.roleid \
+        from pg_catalog.pg_auth_members m \
+        join granted on m.member = granted.oid \
+    ) \
     select target.rolname::text \
-    from pg_catalog.pg_roles login \
-    join pg_catalog.pg_roles target \
-      on pg_catalog.pg_has_role(login.oid, target.oid, 'member') \
-    where login.rolname = 'authenticator' \
-      and (target.rolsuper or target.rolbypassrls) \
-      and target.rolname not in ('anon', 'authenticated') \
+    from granted \
+    join pg_catalog.pg_roles target on target.oid = granted.oid \
+    where (target.rolsuper or target.rolbypassrls) \
+      and target.rolname not in ('anon', 'authenticated', 'authenticator') \
     order by target.rolname";
 
 /// The role that runs the migration.
@@ -162,17 +173,17 @@ async fn request_role_migration_applied(connection: &mut PgConnection) -> anyhow
         .await?)
 }
 
-/// Returns why `item-api serve` would refuse `authenticator` when it is or
-/// can switch to the roles `escaping`, or `None` when the list is empty.
+/// Returns why `item-api serve` would refuse `authenticator` when it can
+/// switch to the roles `escaping`, or `None` when the list is empty.
 pub fn login_role_problem(escaping: &[String]) -> Option<String> {
     if escaping.is_empty() {
         return None;
     }
     let roles = escaping.join(", ");
     Some(format!(
-        "role authenticator is or can switch to {roles}, which has SUPERUSER or BYPASSRLS, \
-         so item-api serve would refuse every connection. Revoke {roles} from authenticator \
-         (or clear the attribute), or give item-api a login role of its own."
+        "role authenticator can switch to {roles}, which has SUPERUSER or BYPASSRLS, so \
+         item-api serve would refuse every connection. Revoke {roles} from authenticator, \
+         or clear the attribute."
     ))
 }
 
@@ -274,7 +285,7 @@ mod tests {
         assert_eq!(login_role_problem(&[]), None);
         let problem = login_role_problem(&["service_role".to_owned()]).expect("an escaping role");
         assert!(
-            problem.contains("role authenticator is or can switch to service_role"),
+            problem.contains("role authenticator can switch to service_role"),
             "{problem}"
         );
     }

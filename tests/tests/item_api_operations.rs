@@ -209,8 +209,9 @@ async fn migration_corrects_existing_request_roles() {
 
 #[tokio::test]
 async fn migrate_stops_for_escaping_login_role() {
-    // A PostgREST-style cluster whose authenticator can switch to a role
-    // that bypasses row-level security, which item-api serve refuses.
+    // A PostgREST-style cluster whose authenticator can switch, through a
+    // role in between, to a role that bypasses row-level security, which
+    // item-api serve refuses.
     let cluster = PgCluster::start();
     let database = cluster.create_database().await;
     let mut admin = database.admin().await;
@@ -218,8 +219,10 @@ async fn migrate_stops_for_escaping_login_role() {
         &mut admin,
         &[
             "create role authenticator login noinherit",
+            "create role web_roles nologin",
             "create role service_role nologin bypassrls",
-            "grant service_role to authenticator",
+            "grant web_roles to authenticator",
+            "grant service_role to web_roles",
         ],
     )
     .await;
@@ -228,16 +231,43 @@ async fn migrate_stops_for_escaping_login_role() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "migrate passed:\n{stderr}");
     assert!(
-        stderr.contains("role authenticator is or can switch to service_role"),
+        stderr.contains("role authenticator can switch to service_role"),
         "{stderr}"
     );
     assert!(!has_migrations_table(&mut admin).await, "a migration ran");
 
-    sqlx::query("revoke service_role from authenticator")
+    sqlx::query("revoke service_role from web_roles")
         .execute(&mut admin)
         .await
         .expect("revoke");
     assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
+}
+
+#[tokio::test]
+async fn migrate_corrects_an_unsafe_authenticator() {
+    // authenticator's own attributes are the first migration's to clear,
+    // so the check before it must let the run start.
+    let cluster = PgCluster::start();
+    let database = cluster.create_database().await;
+    let mut admin = database.admin().await;
+    execute_all(
+        &mut admin,
+        &["create role authenticator login superuser bypassrls"],
+    )
+    .await;
+
+    assert_migrate_succeeded(&run_migrate(&database.admin_url).await);
+
+    let unsafe_attributes: bool = sqlx::query_scalar(
+        "select rolsuper or rolbypassrls from pg_roles where rolname = 'authenticator'",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("role query");
+    assert!(
+        !unsafe_attributes,
+        "authenticator kept SUPERUSER or BYPASSRLS"
+    );
 }
 
 #[tokio::test]

@@ -143,6 +143,46 @@ async fn failed_refetch_for_new_kid_gives_503() {
 }
 
 #[tokio::test]
+async fn good_fetch_ends_503_for_unknown_kids() {
+    // A long cooldown, and a set that expires every second so the
+    // background refresh keeps fetching.
+    let key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    let jwks = JwksServer::start(&[&key]).await;
+    jwks.set_max_age(Some(1));
+    let upstream = EchoServer::start().await;
+    let config = ProxyConfig::new(&jwks.base_url())
+        .standard_routes(upstream.addr())
+        .jwks("unknown_kid_cooldown_seconds = 60");
+    let proxy = EdgeProxy::spawn_ready(&config.to_toml()).await;
+    let client = test_client();
+    let url = proxy.url("/api/x");
+    let token = key.sign(&hanko_claims(USER)).expect("signs");
+    assert_eq!(status_with_token(&client, &url, &token).await, 200);
+
+    let new_key = SigningKey::generate(DEFAULT_KEY_BITS).expect("key");
+    jwks.add_key(&new_key);
+    jwks.set_unavailable(true);
+    let new_token = new_key.sign(&hanko_claims(USER)).expect("signs");
+    assert_eq!(status_with_token(&client, &url, &new_token).await, 503);
+
+    // The background refresh loads the new key once the set is back.
+    jwks.set_unavailable(false);
+    let loaded = poll_until(POLL_TIMEOUT, || async {
+        status_with_token(&client, &url, &new_token).await == 200
+    })
+    .await;
+    assert!(loaded, "the background refresh did not load the new key");
+
+    // Still within the cooldown, a kid the good set lacks is refused as
+    // invalid: the failed refetch no longer speaks for the key set.
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(uuid::Uuid::new_v4().to_string());
+    let forged =
+        jsonwebtoken::encode(&header, &hanko_claims(USER), key.encoding_key()).expect("signs");
+    assert_eq!(status_with_token(&client, &url, &forged).await, 401);
+}
+
+#[tokio::test]
 async fn unknown_kids_in_cooldown_skip_slow_fetches() {
     // Fetches may take up to 10 s, so the slow ones below do not time out.
     let stack = ProxyStack::start_with(|config| config.jwks("fetch_timeout_ms = 10000")).await;

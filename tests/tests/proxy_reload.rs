@@ -520,7 +520,8 @@ async fn in_flight_request_keeps_its_config() {
         EdgeProxy::spawn_ready(&generation_config(&jwks, upstream.addr(), 0).to_toml()).await;
     let client = test_client();
 
-    upstream.set_delay(Duration::from_millis(1500));
+    // Long enough for the reload to finish first on a loaded machine.
+    upstream.set_delay(Duration::from_secs(5));
     let slow_url = proxy.url("/gen0/slow");
     let slow = tokio::spawn({
         let client = client.clone();

@@ -245,6 +245,7 @@ impl KeySource {
             .map_err(|_| KeysUnavailable {
                 retry_after_seconds: self.settings.retry.as_secs().max(1),
             })?;
+        self.forget_failed_kid_refetch();
         self.loaded.notify_one();
         Ok(keys)
     }
@@ -258,8 +259,9 @@ impl KeySource {
     /// # Errors
     ///
     /// Returns [`KeysUnavailable`] when the refetch failed, or failed
-    /// within the cooldown, because while the key set cannot be fetched a
-    /// token signed with a new key looks the same as a forged `kid`.
+    /// within the cooldown and no fetch has succeeded since, because while
+    /// the key set cannot be fetched a token signed with a new key looks
+    /// the same as a forged `kid`.
     pub async fn refetch_for_kid(
         &self,
         kid: &str,
@@ -354,7 +356,17 @@ impl KeySource {
         let _refresh = self.refresh.lock().await;
         let keys = self.fetch().await.ok()?;
         self.cache.insert((), keys.clone()).await;
+        self.forget_failed_kid_refetch();
         Some(keys)
+    }
+
+    /// Marks a failed unknown-`kid` refetch as outdated once a later fetch
+    /// has put its set into the cache, so that the rest of the cooldown
+    /// returns 401 for kids that set lacks, not 503.
+    fn forget_failed_kid_refetch(&self) {
+        if let Some(last) = lock(&self.last_kid_refetch).as_mut() {
+            last.failed = false;
+        }
     }
 
     /// Returns how long requests on a cold cache must still wait after the
