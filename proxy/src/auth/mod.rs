@@ -163,7 +163,7 @@ impl Authenticator {
 
         let verified = match token::verify(token, &keys.set, now, &self.policy) {
             Err(Refusal::UnknownKid) => {
-                let kid = token::unverified_kid(token).ok_or(Refusal::UnknownKid)?;
+                let kid = token::unverified_kid(token, &self.policy).ok_or(Refusal::UnknownKid)?;
                 let fresh = self
                     .keys
                     .refetch_for_kid(&kid)

@@ -266,12 +266,12 @@ fn is_jwt_type(typ: &str) -> bool {
     media_type.eq_ignore_ascii_case("JWT")
 }
 
-/// Returns the `kid` of a token's header without verifying anything, for
-/// deciding which key to refetch.
-pub fn unverified_kid(token: &str) -> Option<String> {
-    let (header_part, _, _) = split_parts(token).ok()?;
-    let header: Header = serde_json::from_slice(&decode_part(header_part).ok()?).ok()?;
-    header.kid.filter(|kid| !kid.is_empty())
+/// Returns the `kid` of a token that passes the checks needing no key,
+/// without verifying its signature, for deciding which key to refetch.
+pub fn unverified_kid(token: &str, policy: &TokenPolicy) -> Option<String> {
+    check_header(token, policy)
+        .ok()
+        .map(|unverified| unverified.kid)
 }
 
 /// Splits a compact JWS into its three parts, checking the alphabet.
