@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -164,6 +165,20 @@ impl Problems {
         self.0.push(format!("{key} is missing: {problem}"));
     }
 
+    /// Adds a problem for each `(key, value, range)` whose value lies
+    /// outside its range.
+    fn check_ranges<const N: usize>(&mut self, checks: [(&str, u64, RangeInclusive<u64>); N]) {
+        for (key, value, range) in checks {
+            if !range.contains(&value) {
+                self.add(
+                    key,
+                    value,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                );
+            }
+        }
+    }
+
     /// Parses every entry of the list at `key`, adding `problem` for each
     /// entry `parse` rejects, and returns the entries it accepted.
     fn parse_each<T>(
@@ -239,7 +254,7 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
         );
     }
 
-    for (key, seconds, range) in [
+    problems.check_ranges([
         (
             "proxy.grace_period_seconds",
             file.grace_period_seconds,
@@ -250,27 +265,12 @@ pub(super) fn validate(file: ProxyFile) -> Result<Config, ConfigError> {
             file.shutdown_timeout_seconds,
             SHUTDOWN_TIMEOUT_SECONDS_RANGE,
         ),
-    ] {
-        if !range.contains(&seconds) {
-            problems.add(
-                key,
-                seconds,
-                format!("must be between {} and {}", range.start(), range.end()),
-            );
-        }
-    }
-
-    if !KEEPALIVE_TIMEOUT_SECONDS_RANGE.contains(&file.keepalive_timeout_seconds) {
-        problems.add(
+        (
             "proxy.keepalive_timeout_seconds",
             file.keepalive_timeout_seconds,
-            format!(
-                "must be between {} and {}",
-                KEEPALIVE_TIMEOUT_SECONDS_RANGE.start(),
-                KEEPALIVE_TIMEOUT_SECONDS_RANGE.end()
-            ),
-        );
-    }
+            KEEPALIVE_TIMEOUT_SECONDS_RANGE,
+        ),
+    ]);
 
     if file.upstream_keepalive_pool_size == 0 {
         problems.add(
@@ -533,7 +533,7 @@ fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> 
     }
 
     let jwks = &file.jwks;
-    for (key, value, range) in [
+    problems.check_ranges([
         (
             "proxy.auth.jwks.refresh_seconds",
             jwks.refresh_seconds,
@@ -559,15 +559,7 @@ fn validate_auth(file: AuthFile, problems: &mut Problems) -> Option<AuthConfig> 
             jwks.fetch_timeout_ms,
             JWKS_FETCH_TIMEOUT_MS_RANGE,
         ),
-    ] {
-        if !range.contains(&value) {
-            problems.add(
-                key,
-                value,
-                format!("must be between {} and {}", range.start(), range.end()),
-            );
-        }
-    }
+    ]);
 
     let token_cache = if file.token_cache.enabled {
         if file.token_cache.max_entries == 0 {
@@ -630,7 +622,7 @@ fn validate_session_check(
 ) -> Option<SessionCheckSettings> {
     let before = problems.0.len();
 
-    for (key, value, range) in [
+    problems.check_ranges([
         (
             "proxy.auth.session_cache_seconds",
             file.session_cache_seconds,
@@ -646,15 +638,7 @@ fn validate_session_check(
             file.session_timeout_ms,
             SESSION_TIMEOUT_MS_RANGE,
         ),
-    ] {
-        if !range.contains(&value) {
-            problems.add(
-                key,
-                value,
-                format!("must be between {} and {}", range.start(), range.end()),
-            );
-        }
-    }
+    ]);
     if file.session_cache_max_entries == 0 {
         problems.add(
             "proxy.auth.session_cache_max_entries",
