@@ -23,7 +23,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../sql");
 /// # Errors
 ///
 /// Returns an error when the URL is invalid, the connection fails, the
-/// role check fails or a migration fails; the URL itself is never part of
+/// role check fails or a migration fails. The URL itself is never part of
 /// the message.
 pub async fn run(url: &DatabaseUrl) -> anyhow::Result<()> {
     let options = PgConnectOptions::from_str(url.expose())
