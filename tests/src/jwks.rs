@@ -33,6 +33,7 @@ struct JwksState {
     delay: Mutex<Duration>,
     unavailable: AtomicBool,
     fetches: AtomicUsize,
+    answered: AtomicUsize,
 }
 
 /// A running JWKS server; stopped when dropped.
@@ -79,6 +80,12 @@ impl JwksServer {
     /// Returns how many key set requests arrived, failed ones included.
     pub fn fetch_count(&self) -> usize {
         self.state.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Returns how many key set requests got their response (after any
+    /// [`JwksServer::set_delay`]), failed ones included.
+    pub fn answered_count(&self) -> usize {
+        self.state.answered.load(Ordering::SeqCst)
     }
 
     /// Replaces the published keys with the public keys of `keys`.
@@ -180,6 +187,7 @@ async fn jwks(State(state): State<Arc<JwksState>>) -> Response {
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    state.answered.fetch_add(1, Ordering::SeqCst);
     if state.unavailable.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "key set unavailable").into_response();
     }

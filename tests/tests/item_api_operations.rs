@@ -425,17 +425,13 @@ async fn rejected_connection_gets_503() {
         .expect("setting the password");
     cluster.require_password("authenticator");
     // pg_ctl reload only signals the server; wait until the rule applies.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while sqlx::PgConnection::connect(&database.authenticator_url)
-        .await
-        .is_ok()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the password rule never applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let applied = poll_until(std::time::Duration::from_secs(10), || async {
+        sqlx::PgConnection::connect(&database.authenticator_url)
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(applied, "the password rule never applied");
 
     let cases = [
         (

@@ -78,8 +78,8 @@ async fn slow_request_survives_sigterm() {
     .await;
     assert!(refused, "the proxy still accepts connections after SIGTERM");
     assert!(
-        signalled.elapsed() < Duration::from_secs(4),
-        "the listener closed only after the slow request could have finished"
+        !slow.is_finished(),
+        "the listener closed only after the slow request had finished"
     );
 
     // The idle connection is closed at once, not left open until the exit.
